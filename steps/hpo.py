@@ -1,0 +1,427 @@
+"""Entry point ``hpo``: a hyperopt TPE search, one nested MLflow run per trial.
+
+Reads from the preprocess run ``preprocess_run_id`` (default: the latest finished one in the
+experiment): ``data/train.parquet``, ``data/val.parquet``, ``featurizer/featurizer.json``.
+
+Writes to its run (the search's parent):
+- params ``preprocess_run_id``, ``model``, ``max_evals``, ``seed``, ``num_boost_round``,
+  ``early_stopping_rounds``, ``resume_run_id`` (as given; ``mlflow run`` logs them itself)
+- tags ``step=hpo``, ``preprocess_run_id`` (the resolved ID), ``model``, ``best_trial_run_id``
+- metrics ``best_val_rmse``, ``n_trials``, ``search_seconds``
+- artifact ``best_params.json``: the best trial's typed ``params`` and raw hyperopt ``vals``,
+  its ``val_rmse``, ``trial_id``, ``trial_run_id``, and the search settings
+
+Each trial is a child run (tag ``mlflow.parentRunId``) named ``trial-NNN`` with:
+- params: the resolved hyperparameters; tags ``trial_id``, ``model``, ``trial.vals``
+  (hyperopt's raw ``vals``, JSON) and ``trial.params`` (resolved params, JSON)
+- metrics ``val_rmse``, ``train_seconds`` and, for XGBoost, ``best_iteration``
+
+A resumed search (``resume_run_id``) nests its new trials under the original parent, which ends
+FINISHED with the results above; the resuming run is tagged ``resumed_from`` and logs
+``best_val_rmse`` and ``best_params.json`` too. Search settings come from the original run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+import mlflow
+import numpy as np
+import pandas as pd
+from hyperopt import STATUS_OK, Trials, fmin, tpe
+from hyperopt.base import JOB_STATE_DONE
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from steps.cli import StepCommand, setup_logging
+from steps.errors import UserError
+from steps.features import Featurizer
+from steps.models import (
+    MODEL_KINDS,
+    Split,
+    XGBoostSettings,
+    search_space,
+    train_and_evaluate,
+)
+from steps.tracking import (
+    RESUMED_FROM_TAG,
+    get_step_run,
+    log_params_missing,
+    resolve_upstream,
+    step_run,
+)
+
+BEST_PARAMS_PATH = "best_params.json"
+TRIAL_ID_TAG = "trial_id"
+TRIAL_VALS_TAG = "trial.vals"
+TRIAL_PARAMS_TAG = "trial.params"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HpoConfig:
+    preprocess_run_id: str | None = None
+    model: str = "xgboost"
+    max_evals: int = 50
+    seed: int = 42
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50
+    resume_run_id: str | None = None
+
+    def validate(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise UserError(f"model must be one of {', '.join(MODEL_KINDS)}, got {self.model!r}")
+        if self.max_evals < 1:
+            raise UserError(f"max_evals must be at least 1, got {self.max_evals}")
+        if self.num_boost_round < 1:
+            raise UserError(f"num_boost_round must be at least 1, got {self.num_boost_round}")
+        if self.early_stopping_rounds < 0:
+            raise UserError(
+                f"early_stopping_rounds must be 0 (off) or more, got {self.early_stopping_rounds}"
+            )
+
+    @property
+    def n_trials(self) -> int:
+        return 1 if search_space(self.model, self.seed) is None else self.max_evals
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "preprocess_run_id": self.preprocess_run_id or "",
+            "model": self.model,
+            "max_evals": self.max_evals,
+            "seed": self.seed,
+            "num_boost_round": self.num_boost_round,
+            "early_stopping_rounds": self.early_stopping_rounds,
+            "resume_run_id": self.resume_run_id or "",
+        }
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: int
+    vals: dict[str, list]  # hyperopt's raw vals: label -> [value] (or [] if inactive)
+    params: dict[str, Any]  # resolved, typed
+    val_rmse: float
+    run_id: str
+    best_iteration: int | None = None
+
+
+@dataclass(frozen=True)
+class HpoResult:
+    run_id: str  # the search's parent (the original one when resumed)
+    best: TrialRecord
+    trials: list[TrialRecord]
+    reused_trials: int
+
+
+def load_training_data(preprocess_run_id: str) -> tuple[Split, Split]:
+    """Train and val splits of a preprocess run, featurised with its fitted featurizer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        def fetch(path: str) -> Path:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=preprocess_run_id, artifact_path=path, dst_path=tmp
+                )
+            )
+
+        try:
+            featurizer = Featurizer.load(fetch("featurizer/featurizer.json"))
+            frames = {s: pd.read_parquet(fetch(f"data/{s}.parquet")) for s in ("train", "val")}
+        except (MlflowException, OSError) as exc:
+            raise UserError(
+                f"preprocess run {preprocess_run_id} lacks its artifacts ({exc})"
+            ) from None
+    return tuple(
+        Split(featurizer.transform(f), f["duration"].to_numpy(dtype=np.float64))
+        for f in frames.values()
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+class TrialLogger:
+    """Creates one child run per trial under ``parent_run_id`` and logs it in one batch."""
+
+    def __init__(self, parent_run_id: str, experiment_id: str, model: str):
+        self.client = MlflowClient()
+        self.parent_run_id = parent_run_id
+        self.experiment_id = experiment_id
+        self.model = model
+
+    def run_trial(self, trial_id: int, vals: dict, params: dict, train: Split, val: Split,
+                  settings: XGBoostSettings) -> TrialRecord:
+        vals, params = _jsonable(vals), _jsonable(params)
+        run = self.client.create_run(
+            self.experiment_id,
+            tags={
+                MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+                MLFLOW_RUN_NAME: f"trial-{trial_id:03d}",
+                TRIAL_ID_TAG: str(trial_id),
+                "model": self.model,
+            },
+            run_name=f"trial-{trial_id:03d}",
+        )
+        run_id = run.info.run_id
+        try:
+            result = train_and_evaluate(self.model, params, train, val, settings)
+            metrics = {"val_rmse": result.val_rmse, "train_seconds": result.train_seconds}
+            if result.best_iteration is not None:
+                metrics["best_iteration"] = result.best_iteration
+            now = int(time.time() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(k, str(v)) for k, v in params.items()],
+                tags=[
+                    RunTag(TRIAL_VALS_TAG, json.dumps(vals)),
+                    RunTag(TRIAL_PARAMS_TAG, json.dumps(params)),
+                ],
+            )
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return TrialRecord(trial_id, vals, params, result.val_rmse, run_id, result.best_iteration)
+
+
+def reload_trials(parent_run_id: str, experiment_id: str) -> list[TrialRecord]:
+    """The finished trials 0..k-1 of a search, in order; marks unfinished trials KILLED."""
+    client = MlflowClient()
+    children = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_run_id}'",
+        run_view_type=mlflow.entities.ViewType.ALL,
+        max_results=50000,
+    )
+    finished: dict[int, TrialRecord] = {}
+    for child in children:
+        status = child.info.status
+        if status in ("RUNNING", "SCHEDULED"):
+            log.info("trial run %s was in flight when the search stopped: marking it KILLED",
+                     child.info.run_id)
+            client.set_terminated(child.info.run_id, "KILLED")
+            continue
+        tags, metrics = child.data.tags, child.data.metrics
+        if status != "FINISHED" or "val_rmse" not in metrics or TRIAL_VALS_TAG not in tags:
+            continue
+        trial_id = int(tags[TRIAL_ID_TAG])
+        best_iteration = metrics.get("best_iteration")
+        finished.setdefault(
+            trial_id,
+            TrialRecord(
+                trial_id=trial_id,
+                vals=json.loads(tags[TRIAL_VALS_TAG]),
+                params=json.loads(tags[TRIAL_PARAMS_TAG]),
+                val_rmse=metrics["val_rmse"],
+                run_id=child.info.run_id,
+                best_iteration=None if best_iteration is None else int(best_iteration),
+            ),
+        )
+    records = []
+    while len(records) in finished:  # a contiguous prefix: trial k was suggested after 0..k-1
+        records.append(finished[len(records)])
+    return records
+
+
+def rebuild_hyperopt_trials(records: list[TrialRecord]) -> Trials:
+    """A hyperopt ``Trials`` holding ``records`` as done trials, as if they had just run."""
+    trials = Trials()
+    for record in records:
+        (tid,) = trials.new_trial_ids(1)
+        assert tid == record.trial_id
+        misc = {
+            "tid": tid,
+            "cmd": ("domain_attachment", "FMinIter_Domain"),
+            "workdir": None,
+            "idxs": {label: [tid] if v else [] for label, v in record.vals.items()},
+            "vals": record.vals,
+        }
+        (doc,) = trials.new_trial_docs([tid], [None], [{"status": "new"}], [misc])
+        doc["state"] = JOB_STATE_DONE
+        doc["result"] = {"loss": record.val_rmse, "status": STATUS_OK}
+        trials.insert_trial_docs([doc])
+    trials.refresh()
+    return trials
+
+
+def search(config: HpoConfig, train: Split, val: Split, trial_logger: TrialLogger,
+           reloaded: list[TrialRecord]) -> list[TrialRecord]:
+    """Run trials up to ``config.n_trials``, after the ``reloaded`` ones; all trials in order."""
+    settings = XGBoostSettings(config.num_boost_round, config.early_stopping_rounds)
+    records = list(reloaded)
+    space = search_space(config.model, config.seed)
+    if space is None:  # nothing to tune: one plain trial
+        if not records:
+            records.append(trial_logger.run_trial(0, {}, {}, train, val, settings))
+        return records
+
+    trials = rebuild_hyperopt_trials(reloaded)
+    rstate = np.random.default_rng(config.seed)
+    for _ in reloaded:  # fmin draws one seed per suggested trial
+        rstate.integers(2**31 - 1)
+
+    def objective(params: dict) -> dict:
+        doc = trials.trials[-1]  # the trial being evaluated (serial search)
+        record = trial_logger.run_trial(
+            doc["tid"], doc["misc"]["vals"], params, train, val, settings
+        )
+        records.append(record)
+        return {"loss": record.val_rmse, "status": STATUS_OK}
+
+    if len(records) < config.n_trials:
+        fmin(
+            objective, space, algo=tpe.suggest, max_evals=config.n_trials, trials=trials,
+            rstate=rstate, show_progressbar=True,
+        )
+    return records
+
+
+def best_of(records: list[TrialRecord]) -> TrialRecord:
+    return min(records, key=lambda r: (r.val_rmse, r.trial_id))
+
+
+def _best_params_payload(config: HpoConfig, best: TrialRecord, parent_run_id: str) -> dict:
+    return {
+        "model": config.model,
+        "params": best.params,
+        "vals": best.vals,
+        "val_rmse": best.val_rmse,
+        "trial_id": best.trial_id,
+        "trial_run_id": best.run_id,
+        "best_iteration": best.best_iteration,
+        "hpo_run_id": parent_run_id,
+        "settings": {k: v for k, v in asdict(config).items() if k != "resume_run_id"},
+    }
+
+
+def _original_config(run, given: HpoConfig) -> HpoConfig:
+    p = run.data.params
+    original = HpoConfig(
+        preprocess_run_id=run.data.tags.get("preprocess_run_id"),
+        model=p["model"],
+        max_evals=int(p["max_evals"]),
+        seed=int(p["seed"]),
+        num_boost_round=int(p["num_boost_round"]),
+        early_stopping_rounds=int(p["early_stopping_rounds"]),
+        resume_run_id=given.resume_run_id,
+    )
+    for name in ("model", "max_evals", "seed", "num_boost_round", "early_stopping_rounds"):
+        if getattr(given, name) != getattr(original, name):
+            log.warning("resume: %s=%s is ignored; the search keeps its own %s=%s",
+                        name, getattr(given, name), name, getattr(original, name))
+    return original
+
+
+def run_hpo(config: HpoConfig) -> HpoResult:
+    config.validate()
+    client = MlflowClient()
+    with step_run("hpo") as run:
+        log_params_missing(config.params())
+        experiment_id = run.info.experiment_id
+        if config.resume_run_id:
+            original = get_step_run(config.resume_run_id, "hpo", "resume_run_id")
+            if original.data.tags.get(RESUMED_FROM_TAG):
+                raise UserError(
+                    f"resume_run_id {config.resume_run_id} is itself a resuming run; pass the "
+                    f"search it resumed, {original.data.tags[RESUMED_FROM_TAG]}"
+                )
+            config = _original_config(original, config)
+            parent_run_id = original.info.run_id
+            mlflow.set_tag(RESUMED_FROM_TAG, parent_run_id)
+        else:
+            parent_run_id = run.info.run_id
+        preprocess = resolve_upstream(
+            config.preprocess_run_id, "preprocess", "preprocess_run_id", experiment_id
+        )
+        config = replace(config, preprocess_run_id=preprocess.info.run_id)
+        mlflow.set_tags({"preprocess_run_id": preprocess.info.run_id, "model": config.model})
+        train, val = load_training_data(preprocess.info.run_id)
+        log.info("train %s, val %s; model %s, %d trials", train.X.shape, val.X.shape,
+                 config.model, config.n_trials)
+
+        started = time.perf_counter()
+        reloaded = []
+        if config.resume_run_id:
+            reloaded = reload_trials(parent_run_id, original.info.experiment_id)
+            log.info("resume: reusing %d finished trials of search %s", len(reloaded),
+                     parent_run_id)
+        trial_logger = TrialLogger(
+            parent_run_id, experiment_id if not config.resume_run_id
+            else original.info.experiment_id, config.model,
+        )
+        try:
+            records = search(config, train, val, trial_logger, reloaded)
+        except BaseException:
+            if config.resume_run_id:
+                client.set_terminated(parent_run_id, "FAILED")
+            raise
+        best = best_of(records)
+        payload = _best_params_payload(config, best, parent_run_id)
+        summary = {
+            "best_val_rmse": best.val_rmse,
+            "n_trials": len(records),
+            "search_seconds": time.perf_counter() - started,
+        }
+        targets = [run.info.run_id] + ([parent_run_id] if config.resume_run_id else [])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / BEST_PARAMS_PATH
+            path.write_text(json.dumps(payload, indent=2))
+            for run_id in targets:
+                client.log_artifact(run_id, str(path))
+                client.set_tag(run_id, "best_trial_run_id", best.run_id)
+                now = int(time.time() * 1000)
+                client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
+                                                  for k, v in summary.items()])
+        if config.resume_run_id:
+            client.set_terminated(parent_run_id, "FINISHED")
+        log.info("best trial %d: val_rmse %.6f (run %s)", best.trial_id, best.val_rmse,
+                 best.run_id)
+        return HpoResult(parent_run_id, best, records, len(reloaded))
+
+
+@click.command(cls=StepCommand)
+@click.option("--preprocess-run-id", default="", help="Default: the latest finished preprocess run.")
+@click.option("--model", type=click.Choice(MODEL_KINDS), default="xgboost", show_default=True)
+@click.option("--max-evals", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--num-boost-round", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="XGBoost only.")
+@click.option("--early-stopping-rounds", type=click.IntRange(min=0), default=50,
+              show_default=True, help="XGBoost only; 0 turns early stopping off.")
+@click.option("--resume-run-id", default="", help="Parent run of a search to resume.")
+def main(preprocess_run_id, model, max_evals, seed, num_boost_round, early_stopping_rounds,
+         resume_run_id):
+    """Search hyperparameters with hyperopt TPE; one nested run per trial."""
+    setup_logging()
+    result = run_hpo(
+        HpoConfig(preprocess_run_id or None, model, max_evals, seed, num_boost_round,
+                  early_stopping_rounds, resume_run_id or None)
+    )
+    click.echo(
+        f"hpo run {result.run_id}: {len(result.trials)} trials "
+        f"({result.reused_trials} reused), best val_rmse {result.best.val_rmse:.6f} "
+        f"(trial {result.best.trial_id})"
+    )
+
+
+if __name__ == "__main__":
+    main()

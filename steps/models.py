@@ -1,0 +1,146 @@
+"""Model kinds, their hyperopt search spaces, and one train-and-evaluate trial.
+
+Shared by ``hpo`` (and later steps that retrain a trial). Spaces are the course's:
+XGBoost from the lecture, the random forest from the homework, and the first baselines
+(linear regression, one trial; lasso). ``train_and_evaluate`` is pure apart from the fit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from hyperopt import hp
+from hyperopt.pyll import scope
+from sklearn.metrics import root_mean_squared_error
+
+MODEL_KINDS = ("xgboost", "random_forest", "linear", "lasso")
+
+
+def search_space(kind: str, seed: int) -> dict[str, Any] | None:
+    """The hyperopt space of ``kind``; ``None`` for a kind with nothing to tune (one trial)."""
+    if kind == "xgboost":
+        return {
+            "max_depth": scope.int(hp.quniform("max_depth", 4, 100, 1)),
+            "learning_rate": hp.loguniform("learning_rate", -3, 0),
+            "reg_alpha": hp.loguniform("reg_alpha", -5, -1),
+            "reg_lambda": hp.loguniform("reg_lambda", -6, -1),
+            "min_child_weight": hp.loguniform("min_child_weight", -1, 3),
+            "objective": "reg:squarederror",
+            "seed": seed,
+        }
+    if kind == "random_forest":
+        return {
+            "max_depth": scope.int(hp.quniform("max_depth", 1, 20, 1)),
+            "n_estimators": scope.int(hp.quniform("n_estimators", 10, 50, 1)),
+            "min_samples_split": scope.int(hp.quniform("min_samples_split", 2, 10, 1)),
+            "min_samples_leaf": scope.int(hp.quniform("min_samples_leaf", 1, 4, 1)),
+            "random_state": seed,
+        }
+    if kind == "lasso":
+        return {"alpha": hp.loguniform("alpha", -7, 0)}
+    if kind == "linear":
+        return None
+    raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+
+
+@dataclass
+class Split:
+    X: sp.csr_matrix
+    y: np.ndarray
+    _dmatrix: Any = field(default=None, repr=False)
+
+    def dmatrix(self):
+        """XGBoost's DMatrix of this split, built once and reused by every trial."""
+        if self._dmatrix is None:
+            import xgboost as xgb
+
+            self._dmatrix = xgb.DMatrix(self.X, label=self.y)
+        return self._dmatrix
+
+
+@dataclass(frozen=True)
+class XGBoostSettings:
+    num_boost_round: int = 1000
+    early_stopping_rounds: int = 50  # 0 turns early stopping off
+
+
+@dataclass
+class TrialResult:
+    val_rmse: float
+    train_seconds: float
+    model: Any
+    best_iteration: int | None = None  # XGBoost: index of the last tree kept
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(root_mean_squared_error(y_true, np.asarray(y_pred, dtype=np.float64)))
+
+
+def train_and_evaluate(
+    kind: str,
+    params: dict[str, Any],
+    train: Split,
+    val: Split,
+    xgb_settings: XGBoostSettings = XGBoostSettings(),
+) -> TrialResult:
+    """Fit ``kind`` with resolved ``params`` on ``train``; RMSE on ``val``."""
+    started = time.perf_counter()
+    if kind == "xgboost":
+        import xgboost as xgb
+
+        booster = xgb.train(
+            params,
+            dtrain=train.dmatrix(),
+            num_boost_round=xgb_settings.num_boost_round,
+            evals=[(val.dmatrix(), "validation")],
+            early_stopping_rounds=xgb_settings.early_stopping_rounds or None,
+            verbose_eval=False,
+        )
+        if xgb_settings.early_stopping_rounds:
+            best_iteration = booster.best_iteration
+        else:
+            best_iteration = booster.num_boosted_rounds() - 1
+        # Keep only the trees up to the best iteration: the model a later step saves.
+        booster = booster[: best_iteration + 1]
+        train_seconds = time.perf_counter() - started
+        pred = booster.predict(val.dmatrix())
+        return TrialResult(rmse(val.y, pred), train_seconds, booster, best_iteration)
+
+    model = make_estimator(kind, params)
+    model.fit(train.X, train.y)
+    train_seconds = time.perf_counter() - started
+    return TrialResult(rmse(val.y, predict_estimator(model, val.X)), train_seconds, model)
+
+
+def make_estimator(kind: str, params: dict[str, Any]):
+    if kind == "random_forest":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(**params, n_jobs=-1)
+    if kind == "lasso":
+        from sklearn.linear_model import Lasso
+
+        return Lasso(**params)
+    if kind == "linear":
+        from sklearn.linear_model import LinearRegression
+
+        return LinearRegression(**params)
+    raise ValueError(f"not a scikit-learn model kind: {kind!r}")
+
+
+def predict_estimator(model, X) -> np.ndarray:
+    """Predict with one thread: a forest's parallel predict sums its trees in whatever order
+    the threads finish, which changes the last bits from run to run. Fitting stays parallel
+    (each tree's seed is drawn up front, so the forest does not depend on the core count)."""
+    if getattr(model, "n_jobs", None) in (None, 1):
+        return model.predict(X)
+    n_jobs = model.n_jobs
+    model.set_params(n_jobs=1)
+    try:
+        return model.predict(X)
+    finally:
+        model.set_params(n_jobs=n_jobs)
