@@ -111,9 +111,18 @@ def train_and_evaluate(
         return TrialResult(rmse(val.y, pred), train_seconds, booster, best_iteration)
 
     model = make_estimator(kind, params)
-    model.fit(train.X, train.y)
+    model.fit(int32_indices(train.X), train.y)
     train_seconds = time.perf_counter() - started
     return TrialResult(rmse(val.y, predict_estimator(model, val.X)), train_seconds, model)
+
+
+def int32_indices(X: sp.csr_matrix) -> sp.csr_matrix:
+    """The same matrix with 32-bit indices: some scikit-learn solvers (Lasso) reject int64."""
+    if X.indices.dtype == np.int32 or X.nnz >= 2**31:
+        return X
+    return sp.csr_matrix(
+        (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
+    )
 
 
 def make_estimator(kind: str, params: dict[str, Any]):
@@ -136,6 +145,7 @@ def predict_estimator(model, X) -> np.ndarray:
     """Predict with one thread: a forest's parallel predict sums its trees in whatever order
     the threads finish, which changes the last bits from run to run. Fitting stays parallel
     (each tree's seed is drawn up front, so the forest does not depend on the core count)."""
+    X = int32_indices(X)
     if getattr(model, "n_jobs", None) in (None, 1):
         return model.predict(X)
     n_jobs = model.n_jobs

@@ -118,26 +118,26 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
             featurizer.save(out / FEATURIZER_PATH)
             mlflow.log_artifacts(str(out))
 
-        for split, month in config.months().items():
-            raw = raws[split]
-            with warnings.catch_warnings():
-                # A local path matches two equivalent source types, and the schema hint about
-                # integer columns concerns models, not inputs: both warnings are noise here.
-                warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings():
+            # A local path matches two equivalent source types, and the schema hint about
+            # integer columns concerns models, not inputs: both warnings are noise here.
+            warnings.simplefilter("ignore", UserWarning)
+            for split, month in config.months().items():
+                raw = raws[split]
                 dataset = mlflow.data.from_pandas(
                     raw.frame,
                     source=str(raw.path.resolve()),
                     name=raw.path.name,
                     digest=raw.sha256[:DIGEST_CHARS],
                 )
-            mlflow.log_input(dataset, context=split, tags={"sha256": raw.sha256})
-            mlflow.set_tags(
-                {
-                    f"data.{split}.sha256": raw.sha256,
-                    f"data.{split}.file": raw.path.name,
-                    f"data.{split}.month": month,
-                }
-            )
+                mlflow.log_input(dataset, context=split, tags={"sha256": raw.sha256})
+                mlflow.set_tags(
+                    {
+                        f"data.{split}.sha256": raw.sha256,
+                        f"data.{split}.file": raw.path.name,
+                        f"data.{split}.month": month,
+                    }
+                )
         rows_read = {s: len(raws[s].frame) for s in SPLITS}
         rows_kept = {s: len(cleaned[s]) for s in SPLITS}
         mlflow.log_metrics(

@@ -1,0 +1,99 @@
+"""`mlflow run . -e hpo` on the real data with tiny budgets: structure and determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import assert_ok, mlflow_run
+
+pytestmark = pytest.mark.slow
+TINY = {"max_evals": 3, "num_boost_round": 10, "early_stopping_rounds": 3}
+
+
+def trials_of(tracking, parent_run_id):
+    children = tracking.runs(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return sorted(children, key=lambda r: int(r.data.tags["trial_id"]))
+
+
+@pytest.fixture(scope="module")
+def xgb_search(shared_tracking, preprocess_run):
+    completed = mlflow_run(shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, **TINY})
+    return assert_ok(completed)
+
+
+def test_parent_and_trials(shared_tracking, preprocess_run, xgb_search, tmp_path):
+    client = shared_tracking.client
+    parent = client.get_run(xgb_search)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["step"] == "hpo"
+    assert parent.data.tags["preprocess_run_id"] == preprocess_run
+    assert parent.data.params["model"] == "xgboost"
+    assert parent.data.params["max_evals"] == "3"
+
+    trials = trials_of(shared_tracking, xgb_search)
+    assert [t.data.tags["trial_id"] for t in trials] == ["0", "1", "2"]
+    for trial in trials:
+        assert trial.info.status == "FINISHED"
+        assert "step" not in trial.data.tags  # never mistaken for a step run
+        assert set(trial.data.metrics) == {"val_rmse", "train_seconds", "best_iteration"}
+        typed = json.loads(trial.data.tags["trial.params"])
+        vals = json.loads(trial.data.tags["trial.vals"])
+        assert isinstance(typed["max_depth"], int) and typed["objective"] == "reg:squarederror"
+        assert typed["seed"] == 42
+        assert vals["max_depth"] == [float(typed["max_depth"])]
+        assert vals["learning_rate"] == [typed["learning_rate"]]
+        assert {k: str(v) for k, v in typed.items()} == trial.data.params
+        assert trial.data.metrics["best_iteration"] <= 9
+
+    best = min(trials, key=lambda t: t.data.metrics["val_rmse"])
+    assert parent.data.metrics["best_val_rmse"] == best.data.metrics["val_rmse"]
+    assert parent.data.metrics["n_trials"] == 3
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    path = client.download_artifacts(xgb_search, "best_params.json", str(tmp_path))
+    payload = json.loads(open(path).read())
+    assert payload["params"] == json.loads(best.data.tags["trial.params"])
+    assert payload["vals"] == json.loads(best.data.tags["trial.vals"])
+    assert payload["val_rmse"] == best.data.metrics["val_rmse"]
+    assert payload["trial_run_id"] == best.info.run_id
+    assert payload["settings"]["num_boost_round"] == 10
+
+
+def test_same_seed_same_trials(shared_tracking, preprocess_run, xgb_search):
+    # default preprocess_run_id: the latest finished preprocess run, named in the log
+    completed = mlflow_run(shared_tracking, "hpo", TINY)
+    again = assert_ok(completed)
+    assert f"using the latest finished preprocess run {preprocess_run}" in completed.output
+
+    def summary(run_id):
+        return [(t.data.tags["trial.vals"], t.data.metrics["val_rmse"])
+                for t in trials_of(shared_tracking, run_id)]
+
+    assert summary(again) == summary(xgb_search)
+
+
+def test_another_seed_other_trials(shared_tracking, preprocess_run, xgb_search):
+    other = assert_ok(mlflow_run(
+        shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, **TINY, "seed": 7}
+    ))
+    vals = [t.data.tags["trial.vals"] for t in trials_of(shared_tracking, other)]
+    assert vals != [t.data.tags["trial.vals"] for t in trials_of(shared_tracking, xgb_search)]
+
+
+@pytest.mark.parametrize(
+    ("model", "n_trials", "param"),
+    [("random_forest", 2, "n_estimators"), ("lasso", 2, "alpha"), ("linear", 1, None)],
+)
+def test_other_model_kinds(shared_tracking, preprocess_run, model, n_trials, param):
+    run_id = assert_ok(mlflow_run(
+        shared_tracking, "hpo",
+        {"preprocess_run_id": preprocess_run, "model": model, "max_evals": 2},
+    ))
+    trials = trials_of(shared_tracking, run_id)
+    assert len(trials) == n_trials
+    assert all(t.info.status == "FINISHED" and "val_rmse" in t.data.metrics for t in trials)
+    if param:
+        assert param in trials[0].data.params
+    if model == "random_forest":
+        assert trials[0].data.params["random_state"] == "42"
