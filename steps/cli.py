@@ -46,7 +46,11 @@ def month_option(name: str, default: str):
             raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
     return click.option(
-        f"--{name.replace('_', '-')}", name, default=default, show_default=True, callback=check,
+        f"--{name.replace('_', '-')}",
+        name,
+        default=default,
+        show_default=True,
+        callback=check,
         help="Month as YYYY-MM.",
     )
 

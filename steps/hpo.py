@@ -126,6 +126,7 @@ class HpoResult:
 def load_training_data(preprocess_run_id: str) -> tuple[Split, Split]:
     """Train and val splits of a preprocess run, featurised with its fitted featurizer."""
     with tempfile.TemporaryDirectory() as tmp:
+
         def fetch(path: str) -> Path:
             return Path(
                 mlflow.artifacts.download_artifacts(
@@ -167,8 +168,15 @@ class TrialLogger:
         self.experiment_id = experiment_id
         self.model = model
 
-    def run_trial(self, trial_id: int, vals: dict, params: dict, train: Split, val: Split,
-                  settings: XGBoostSettings) -> TrialRecord:
+    def run_trial(
+        self,
+        trial_id: int,
+        vals: dict,
+        params: dict,
+        train: Split,
+        val: Split,
+        settings: XGBoostSettings,
+    ) -> TrialRecord:
         vals, params = _jsonable(vals), _jsonable(params)
         run = self.client.create_run(
             self.experiment_id,
@@ -216,8 +224,10 @@ def reload_trials(parent_run_id: str, experiment_id: str) -> list[TrialRecord]:
     for child in children:
         status = child.info.status
         if status in ("RUNNING", "SCHEDULED"):
-            log.info("trial run %s was in flight when the search stopped: marking it KILLED",
-                     child.info.run_id)
+            log.info(
+                "trial run %s was in flight when the search stopped: marking it KILLED",
+                child.info.run_id,
+            )
             client.set_terminated(child.info.run_id, "KILLED")
             continue
         tags, metrics = child.data.tags, child.data.metrics
@@ -263,8 +273,13 @@ def rebuild_hyperopt_trials(records: list[TrialRecord]) -> Trials:
     return trials
 
 
-def search(config: HpoConfig, train: Split, val: Split, trial_logger: TrialLogger,
-           reloaded: list[TrialRecord]) -> list[TrialRecord]:
+def search(
+    config: HpoConfig,
+    train: Split,
+    val: Split,
+    trial_logger: TrialLogger,
+    reloaded: list[TrialRecord],
+) -> list[TrialRecord]:
     """Run trials up to ``config.n_trials``, after the ``reloaded`` ones; all trials in order."""
     settings = XGBoostSettings(config.num_boost_round, config.early_stopping_rounds)
     records = list(reloaded)
@@ -289,8 +304,13 @@ def search(config: HpoConfig, train: Split, val: Split, trial_logger: TrialLogge
 
     if len(records) < config.n_trials:
         fmin(
-            objective, space, algo=tpe.suggest, max_evals=config.n_trials, trials=trials,
-            rstate=rstate, show_progressbar=True,
+            objective,
+            space,
+            algo=tpe.suggest,
+            max_evals=config.n_trials,
+            trials=trials,
+            rstate=rstate,
+            show_progressbar=True,
         )
     return records
 
@@ -326,8 +346,13 @@ def _original_config(run, given: HpoConfig) -> HpoConfig:
     )
     for name in ("model", "max_evals", "seed", "num_boost_round", "early_stopping_rounds"):
         if getattr(given, name) != getattr(original, name):
-            log.warning("resume: %s=%s is ignored; the search keeps its own %s=%s",
-                        name, getattr(given, name), name, getattr(original, name))
+            log.warning(
+                "resume: %s=%s is ignored; the search keeps its own %s=%s",
+                name,
+                getattr(given, name),
+                name,
+                getattr(original, name),
+            )
     return original
 
 
@@ -355,18 +380,25 @@ def run_hpo(config: HpoConfig) -> HpoResult:
         config = replace(config, preprocess_run_id=preprocess.info.run_id)
         mlflow.set_tags({"preprocess_run_id": preprocess.info.run_id, "model": config.model})
         train, val = load_training_data(preprocess.info.run_id)
-        log.info("train %s, val %s; model %s, %d trials", train.X.shape, val.X.shape,
-                 config.model, config.n_trials)
+        log.info(
+            "train %s, val %s; model %s, %d trials",
+            train.X.shape,
+            val.X.shape,
+            config.model,
+            config.n_trials,
+        )
 
         started = time.perf_counter()
         reloaded = []
         if config.resume_run_id:
             reloaded = reload_trials(parent_run_id, original.info.experiment_id)
-            log.info("resume: reusing %d finished trials of search %s", len(reloaded),
-                     parent_run_id)
+            log.info(
+                "resume: reusing %d finished trials of search %s", len(reloaded), parent_run_id
+            )
         trial_logger = TrialLogger(
-            parent_run_id, experiment_id if not config.resume_run_id
-            else original.info.experiment_id, config.model,
+            parent_run_id,
+            experiment_id if not config.resume_run_id else original.info.experiment_id,
+            config.model,
         )
         try:
             records = search(config, train, val, trial_logger, reloaded)
@@ -389,32 +421,52 @@ def run_hpo(config: HpoConfig) -> HpoResult:
                 client.log_artifact(run_id, str(path))
                 client.set_tag(run_id, "best_trial_run_id", best.run_id)
                 now = int(time.time() * 1000)
-                client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
-                                                  for k, v in summary.items()])
+                client.log_batch(
+                    run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()]
+                )
         if config.resume_run_id:
             client.set_terminated(parent_run_id, "FINISHED")
-        log.info("best trial %d: val_rmse %.6f (run %s)", best.trial_id, best.val_rmse,
-                 best.run_id)
+        log.info("best trial %d: val_rmse %.6f (run %s)", best.trial_id, best.val_rmse, best.run_id)
         return HpoResult(parent_run_id, best, records, len(reloaded))
 
 
 @click.command(cls=StepCommand)
-@click.option("--preprocess-run-id", default="", help="Default: the latest finished preprocess run.")
+@click.option(
+    "--preprocess-run-id", default="", help="Default: the latest finished preprocess run."
+)
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="xgboost", show_default=True)
 @click.option("--max-evals", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--num-boost-round", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="XGBoost only.")
-@click.option("--early-stopping-rounds", type=click.IntRange(min=0), default=50,
-              show_default=True, help="XGBoost only; 0 turns early stopping off.")
+@click.option(
+    "--num-boost-round",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="XGBoost only.",
+)
+@click.option(
+    "--early-stopping-rounds",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="XGBoost only; 0 turns early stopping off.",
+)
 @click.option("--resume-run-id", default="", help="Parent run of a search to resume.")
-def main(preprocess_run_id, model, max_evals, seed, num_boost_round, early_stopping_rounds,
-         resume_run_id):
+def main(
+    preprocess_run_id, model, max_evals, seed, num_boost_round, early_stopping_rounds, resume_run_id
+):
     """Search hyperparameters with hyperopt TPE; one nested run per trial."""
     setup_logging()
     result = run_hpo(
-        HpoConfig(preprocess_run_id or None, model, max_evals, seed, num_boost_round,
-                  early_stopping_rounds, resume_run_id or None)
+        HpoConfig(
+            preprocess_run_id or None,
+            model,
+            max_evals,
+            seed,
+            num_boost_round,
+            early_stopping_rounds,
+            resume_run_id or None,
+        )
     )
     click.echo(
         f"hpo run {result.run_id}: {len(result.trials)} trials "

@@ -105,7 +105,10 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
             raws[split], cleaned[split] = load_split(config, split, month)
             log.info(
                 "%s %s: %d rows read, %d kept",
-                split, raws[split].path, len(raws[split].frame), len(cleaned[split]),
+                split,
+                raws[split].path,
+                len(raws[split].frame),
+                len(cleaned[split]),
             )
         featurizer = Featurizer.fit(cleaned["train"])
 
@@ -148,12 +151,16 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
                 "preprocess_seconds": time.perf_counter() - started,
             }
         )
-        return PreprocessResult(run.info.run_id, rows_read, rows_kept, len(featurizer.feature_names))
+        return PreprocessResult(
+            run.info.run_id, rows_read, rows_kept, len(featurizer.feature_names)
+        )
 
 
 @click.command(cls=StepCommand)
 @click.option(
-    "--raw-data-path", default="data/raw", show_default=True,
+    "--raw-data-path",
+    default="data/raw",
+    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of TLC parquet files; missing months are downloaded into it.",
 )

@@ -81,8 +81,7 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
                 written += len(chunk)
         if expected is not None and written != int(expected):
             raise DataError(
-                f"download of {dest.name} from {url} was cut short "
-                f"({written} of {expected} bytes)"
+                f"download of {dest.name} from {url} was cut short ({written} of {expected} bytes)"
             )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -83,8 +83,10 @@ class Tracking:
 
     def runs(self, filter_string: str = "") -> list:
         return self.client.search_runs(
-            [self.experiment_id], filter_string,
-            run_view_type=mlflow.entities.ViewType.ALL, max_results=10000,
+            [self.experiment_id],
+            filter_string,
+            run_view_type=mlflow.entities.ViewType.ALL,
+            max_results=10000,
         )
 
 
@@ -135,8 +137,17 @@ def mlflow_run(
 ) -> Completed:
     """``mlflow run`` as a user types it, with this interpreter's environment on PATH."""
     cmd = [
-        sys.executable, "-m", "mlflow", "run", str(project), "-e", entry_point,
-        "--env-manager", env_manager, "--experiment-id", tracking.experiment_id,
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(project),
+        "-e",
+        entry_point,
+        "--env-manager",
+        env_manager,
+        "--experiment-id",
+        tracking.experiment_id,
     ]
     for key, value in (params or {}).items():
         cmd += ["-P", f"{key}={value}"]

@@ -38,7 +38,9 @@ def test_bad_preprocess_params(tracking, tlc_dir, params, message):
 
 def test_missing_file_that_cannot_be_downloaded(tracking, tmp_path):
     message = assert_rejected(
-        tracking, "preprocess", {"raw_data_path": tmp_path / "raw"},
+        tracking,
+        "preprocess",
+        {"raw_data_path": tmp_path / "raw"},
         "cannot download green_tripdata_2023-01.parquet from http://127.0.0.1:9/",
         extra_env={"TLC_BASE_URL": "http://127.0.0.1:9"},
     )
@@ -49,16 +51,24 @@ def test_missing_file_that_cannot_be_downloaded(tracking, tmp_path):
 def test_file_that_is_not_parquet(tracking, tmp_path):
     raw = copy_months(tmp_path / "raw")
     (raw / "green_tripdata_2023-02.parquet").write_text("not, parquet\n")
-    assert_rejected(tracking, "preprocess", {"raw_data_path": raw},
-                    "green_tripdata_2023-02.parquet is not a readable parquet file")
+    assert_rejected(
+        tracking,
+        "preprocess",
+        {"raw_data_path": raw},
+        "green_tripdata_2023-02.parquet is not a readable parquet file",
+    )
 
 
 def test_file_missing_a_column(tracking, tmp_path):
     raw = copy_months(tmp_path / "raw")
     table = pq.read_table(tlc_file("2023-03")).drop_columns(["DOLocationID"])
     pq.write_table(table, raw / "green_tripdata_2023-03.parquet")
-    assert_rejected(tracking, "preprocess", {"raw_data_path": raw},
-                    "green_tripdata_2023-03.parquet has no column 'DOLocationID'")
+    assert_rejected(
+        tracking,
+        "preprocess",
+        {"raw_data_path": raw},
+        "green_tripdata_2023-03.parquet has no column 'DOLocationID'",
+    )
 
 
 def test_month_with_no_rows_left(tracking, tmp_path):
@@ -67,8 +77,12 @@ def test_month_with_no_rows_left(tracking, tmp_path):
     i = table.column_names.index("lpep_dropoff_datetime")
     table = table.set_column(i, "lpep_dropoff_datetime", table.column("lpep_pickup_datetime"))
     pq.write_table(table, raw / "green_tripdata_2023-02.parquet")
-    assert_rejected(tracking, "preprocess", {"raw_data_path": raw},
-                    "no val rows left after keeping durations of 1-60 minutes")
+    assert_rejected(
+        tracking,
+        "preprocess",
+        {"raw_data_path": raw},
+        "no val rows left after keeping durations of 1-60 minutes",
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,8 +100,12 @@ def test_bad_hpo_params(tracking, params, message):
 def test_preprocess_run_id_that_is_not_a_preprocess_run(tracking):
     other = tracking.client.create_run(tracking.experiment_id, tags={"step": "hpo"})
     tracking.client.set_terminated(other.info.run_id)
-    assert_rejected(tracking, "hpo", {"preprocess_run_id": other.info.run_id},
-                    "is a hpo run, not a preprocess run")
+    assert_rejected(
+        tracking,
+        "hpo",
+        {"preprocess_run_id": other.info.run_id},
+        "is a hpo run, not a preprocess run",
+    )
 
 
 def test_no_preprocess_run_to_default_to(tracking):

@@ -52,8 +52,9 @@ def test_unseen_pairs_keep_only_the_distance():
     )
     assert featurizer.feature_names == ("PU_DO=10_20", "trip_distance")
     X = featurizer.transform(
-        pd.DataFrame({"PULocationID": [10, 11], "DOLocationID": [20, 20],
-                      "trip_distance": [3.0, 4.0]})
+        pd.DataFrame(
+            {"PULocationID": [10, 11], "DOLocationID": [20, 20], "trip_distance": [3.0, 4.0]}
+        )
     )
     assert X.toarray().tolist() == [[1.0, 3.0], [0.0, 4.0]]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_parent_and_trials(shared_tracking, preprocess_run, xgb_search, tmp_path
     assert parent.data.metrics["n_trials"] == 3
     assert parent.data.tags["best_trial_run_id"] == best.info.run_id
     path = client.download_artifacts(xgb_search, "best_params.json", str(tmp_path))
-    payload = json.loads(open(path).read())
+    payload = json.loads(Path(path).read_text())
     assert payload["params"] == json.loads(best.data.tags["trial.params"])
     assert payload["vals"] == json.loads(best.data.tags["trial.vals"])
     assert payload["val_rmse"] == best.data.metrics["val_rmse"]
@@ -67,16 +68,18 @@ def test_same_seed_same_trials(shared_tracking, preprocess_run, xgb_search):
     assert f"using the latest finished preprocess run {preprocess_run}" in completed.output
 
     def summary(run_id):
-        return [(t.data.tags["trial.vals"], t.data.metrics["val_rmse"])
-                for t in trials_of(shared_tracking, run_id)]
+        return [
+            (t.data.tags["trial.vals"], t.data.metrics["val_rmse"])
+            for t in trials_of(shared_tracking, run_id)
+        ]
 
     assert summary(again) == summary(xgb_search)
 
 
 def test_another_seed_other_trials(shared_tracking, preprocess_run, xgb_search):
-    other = assert_ok(mlflow_run(
-        shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, **TINY, "seed": 7}
-    ))
+    other = assert_ok(
+        mlflow_run(shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, **TINY, "seed": 7})
+    )
     vals = [t.data.tags["trial.vals"] for t in trials_of(shared_tracking, other)]
     assert vals != [t.data.tags["trial.vals"] for t in trials_of(shared_tracking, xgb_search)]
 
@@ -86,10 +89,13 @@ def test_another_seed_other_trials(shared_tracking, preprocess_run, xgb_search):
     [("random_forest", 2, "n_estimators"), ("lasso", 2, "alpha"), ("linear", 1, None)],
 )
 def test_other_model_kinds(shared_tracking, preprocess_run, model, n_trials, param):
-    run_id = assert_ok(mlflow_run(
-        shared_tracking, "hpo",
-        {"preprocess_run_id": preprocess_run, "model": model, "max_evals": 2},
-    ))
+    run_id = assert_ok(
+        mlflow_run(
+            shared_tracking,
+            "hpo",
+            {"preprocess_run_id": preprocess_run, "model": model, "max_evals": 2},
+        )
+    )
     trials = trials_of(shared_tracking, run_id)
     assert len(trials) == n_trials
     assert all(t.info.status == "FINISHED" and "val_rmse" in t.data.metrics for t in trials)

@@ -39,16 +39,24 @@ def test_xgboost_space_is_the_lectures():
     assert {s["seed"] for s in samples} == {7}
     depths = [s["max_depth"] for s in samples]
     assert all(isinstance(d, int) and 4 <= d <= 100 for d in depths)
-    for name, low, high in [("learning_rate", -3, 0), ("reg_alpha", -5, -1),
-                            ("reg_lambda", -6, -1), ("min_child_weight", -1, 3)]:
+    for name, low, high in [
+        ("learning_rate", -3, 0),
+        ("reg_alpha", -5, -1),
+        ("reg_lambda", -6, -1),
+        ("min_child_weight", -1, 3),
+    ]:
         values = np.array([s[name] for s in samples])
         assert np.exp(low) <= values.min() and values.max() <= np.exp(high), name
 
 
 def test_random_forest_space_is_the_homeworks():
     samples = _samples("random_forest")
-    bounds = {"max_depth": (1, 20), "n_estimators": (10, 50), "min_samples_split": (2, 10),
-              "min_samples_leaf": (1, 4)}
+    bounds = {
+        "max_depth": (1, 20),
+        "n_estimators": (10, 50),
+        "min_samples_split": (2, 10),
+        "min_samples_leaf": (1, 4),
+    }
     for name, (low, high) in bounds.items():
         values = [s[name] for s in samples]
         assert all(isinstance(v, int) for v in values)
@@ -83,8 +91,13 @@ def test_xgboost_without_early_stopping_keeps_every_round(small_splits):
 
 def test_forest_does_not_depend_on_core_count(small_splits):
     train, val = small_splits
-    params = {"max_depth": 8, "n_estimators": 12, "min_samples_split": 2,
-              "min_samples_leaf": 1, "random_state": 42}
+    params = {
+        "max_depth": 8,
+        "n_estimators": 12,
+        "min_samples_split": 2,
+        "min_samples_leaf": 1,
+        "random_state": 42,
+    }
     parallel = train_and_evaluate("random_forest", params, train, val)
     serial_model = parallel.model.__class__(**params, n_jobs=1).fit(train.X, train.y)
     np.testing.assert_array_equal(

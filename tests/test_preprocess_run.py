@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,8 +30,11 @@ def test_preprocess_run_records_params_metrics_inputs_and_artifacts(
     assert run.info.status == "FINISHED"
     assert run.data.tags["step"] == "preprocess"
     assert run.data.params == {
-        "raw_data_path": str(tlc_dir), "color": "green",
-        "train_month": "2023-01", "val_month": "2023-02", "test_month": "2023-03",
+        "raw_data_path": str(tlc_dir),
+        "color": "green",
+        "train_month": "2023-01",
+        "val_month": "2023-02",
+        "test_month": "2023-03",
     }
     for split, month in zip(("train", "val", "test"), MONTHS_2023, strict=True):
         entry = manifest()[f"green_tripdata_{month}.parquet"]
@@ -55,10 +59,13 @@ def test_preprocess_run_records_params_metrics_inputs_and_artifacts(
         assert json.loads(dataset_input.dataset.profile)["num_rows"] == int(entry["rows"])
 
     local = client.download_artifacts(preprocess_run, "", str(tmp_path))
-    names = sorted(str(p.relative_to(local)) for p in __import__("pathlib").Path(local).rglob("*")
-                   if p.is_file())
-    assert names == ["data/test.parquet", "data/train.parquet", "data/val.parquet",
-                     "featurizer/featurizer.json"]
+    names = sorted(str(p.relative_to(local)) for p in Path(local).rglob("*") if p.is_file())
+    assert names == [
+        "data/test.parquet",
+        "data/train.parquet",
+        "data/val.parquet",
+        "featurizer/featurizer.json",
+    ]
     train = pd.read_parquet(f"{local}/data/train.parquet")
     assert len(train) == KEPT_2023["train"]
     assert train["duration"].between(1, 60).all()
@@ -84,17 +91,22 @@ def test_missing_months_are_downloaded(tracking, tmp_path, tlc_server, tlc_dir):
     served = copy_months(tmp_path / "served", ("2021-01", "2021-02", "2021-03"))
     raw = tmp_path / "raw"  # does not exist yet
     completed = mlflow_run(
-        tracking, "preprocess",
-        {"raw_data_path": raw, "train_month": "2021-01", "val_month": "2021-02",
-         "test_month": "2021-03"},
+        tracking,
+        "preprocess",
+        {
+            "raw_data_path": raw,
+            "train_month": "2021-01",
+            "val_month": "2021-02",
+            "test_month": "2021-03",
+        },
         extra_env={"TLC_BASE_URL": tlc_server(served)},
     )
     run = tracking.client.get_run(assert_ok(completed))
     assert sorted(p.name for p in raw.iterdir()) == [
         f"green_tripdata_2021-0{m}.parquet" for m in (1, 2, 3)
     ]
-    assert run.data.tags["data.train.sha256"] == manifest()["green_tripdata_2021-01.parquet"][
-        "sha256"
-    ]
+    assert (
+        run.data.tags["data.train.sha256"] == manifest()["green_tripdata_2021-01.parquet"]["sha256"]
+    )
     assert run.data.metrics["rows_kept_train"] == 73908
     assert run.data.metrics["rows_kept_val"] == 61921

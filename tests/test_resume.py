@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,21 +26,37 @@ def trials_of(tracking, parent_run_id):
 
 def kill_mid_trial(tracking, params, min_finished=2, timeout=300):
     """Start `mlflow run -e hpo`, SIGKILL it while a trial runs after `min_finished` trials."""
-    cmd = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "hpo", "--env-manager",
-           "local", "--experiment-id", tracking.experiment_id]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "run",
+        str(REPO),
+        "-e",
+        "hpo",
+        "--env-manager",
+        "local",
+        "--experiment-id",
+        tracking.experiment_id,
+    ]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
     env = tracking.env()
     env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"
     before = {r.info.run_id for r in tracking.runs()}
-    proc = subprocess.Popen(cmd, env=env, cwd=tracking.root, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=tracking.root,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             assert proc.poll() is None, "the search ended before it could be killed"
-            parents = [r for r in tracking.runs("tags.step = 'hpo'")
-                       if r.info.run_id not in before]
+            parents = [r for r in tracking.runs("tags.step = 'hpo'") if r.info.run_id not in before]
             if parents:
                 trials = trials_of(tracking, parents[0].info.run_id)
                 finished = [t for t in trials if t.info.status == "FINISHED"]
@@ -93,9 +110,10 @@ def test_killed_search_resumes_to_the_uninterrupted_result(
     assert resumer.data.metrics["best_val_rmse"] == best
 
     def payload(run_id):
-        path = tracking.client.download_artifacts(run_id, "best_params.json",
-                                                  str(tmp_path / run_id))
-        data = json.loads(open(path).read())
+        path = tracking.client.download_artifacts(
+            run_id, "best_params.json", str(tmp_path / run_id)
+        )
+        data = json.loads(Path(path).read_text())
         return {k: v for k, v in data.items() if k not in ("trial_run_id", "hpo_run_id")}
 
     assert payload(parent_id) == payload(uninterrupted)

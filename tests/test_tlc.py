@@ -52,8 +52,14 @@ def test_clean_handles_yellow_timestamps():
 
 
 @pytest.mark.parametrize(
-    ("month", "kept"), [("2021-01", 73908), ("2021-02", 61921), ("2023-01", 65946),
-                        ("2023-02", 62574), ("2023-03", 69392)],
+    ("month", "kept"),
+    [
+        ("2021-01", 73908),
+        ("2021-02", 61921),
+        ("2023-01", 65946),
+        ("2023-02", 62574),
+        ("2023-03", 69392),
+    ],
 )
 def test_clean_matches_the_published_row_counts(month, kept):
     raw = tlc.read_month(tlc_file(month), "green")
@@ -144,6 +150,9 @@ def test_cut_download_leaves_no_file(tmp_path, tlc_server, monkeypatch):
 
 def test_unreachable_host_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TLC_BASE_URL", "http://127.0.0.1:9/trip-data")  # discard port: closed
-    with pytest.raises(DataError, match=r"cannot download green_tripdata_2023-01.parquet from "
-                                        r"http://127.0.0.1:9/trip-data/green_tripdata_2023-01"):
+    with pytest.raises(
+        DataError,
+        match=r"cannot download green_tripdata_2023-01.parquet from "
+        r"http://127.0.0.1:9/trip-data/green_tripdata_2023-01",
+    ):
         tlc.ensure_local_file(tmp_path / "raw", "green", "2023-01")

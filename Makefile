@@ -1,0 +1,48 @@
+# Each target is one line of intent; CI calls the same targets a person does.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+ENV_MANAGER ?= uv
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lock test test-fast lint format pipeline benchmark ui clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed  ## create .venv from requirements.lock (Python 3.11.7)
+
+$(VENV)/.installed: requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet pip==26.3
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	touch $@
+
+lock: venv  ## re-resolve requirements.in to the newest versions that work together
+	$(BIN)/uv pip compile requirements.in --universal --python-version 3.11 --upgrade \
+		--custom-compile-command "make lock" -o requirements.lock
+
+test: venv  ## run every test, slow ones included (needs ../shared/data/tlc)
+	$(BIN)/pytest
+
+test-fast: venv  ## unit tests only
+	$(BIN)/pytest -m "not slow and not envmanager"
+
+lint: venv  ## ruff lint and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: venv  ## ruff format and autofix
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+pipeline: venv  ## preprocess + hpo on the default months (downloaded from the TLC), SQLite tracking
+	$(BIN)/mlflow run . -e preprocess --env-manager $(ENV_MANAGER)
+	$(BIN)/mlflow run . -e hpo --env-manager $(ENV_MANAGER)
+
+benchmark: venv  ## featurization and tracking-overhead benchmark (table + benchmarks/results/*.json)
+	$(BIN)/python scripts/benchmark.py
+
+ui: venv  ## open the MLflow UI on the default SQLite store at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+clean:  ## remove the local tracking store and artifacts (not the data, not .venv)
+	rm -rf mlflow.db mlruns mlartifacts
