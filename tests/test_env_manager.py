@@ -41,7 +41,7 @@ def test_fresh_clone_builds_its_environment_and_runs(tmp_path, tlc_dir, env_mana
     for run_id in (pre, hpo):
         tags = tracking.client.get_run(run_id).data.tags
         assert tags["mlflow.source.git.commit"] == commit
-        assert tags["mlflow.project.env"] == "virtualenv" if env_manager == "virtualenv" else True
+        assert tags["mlflow.project.env"] == env_manager
 
     (env_dir,) = [p for p in env_root.iterdir() if p.is_dir() and (p / "bin").exists()]
     version = subprocess.run(
