@@ -42,6 +42,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from steps.artifacts import BEST_PARAMS_PATH, FEATURIZER_PATH, split_path
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
 from steps.features import Featurizer
@@ -60,7 +61,6 @@ from steps.tracking import (
     step_run,
 )
 
-BEST_PARAMS_PATH = "best_params.json"
 TRIAL_ID_TAG = "trial_id"
 TRIAL_VALS_TAG = "trial.vals"
 TRIAL_PARAMS_TAG = "trial.params"
@@ -135,8 +135,8 @@ def load_training_data(preprocess_run_id: str) -> tuple[Split, Split]:
             )
 
         try:
-            featurizer = Featurizer.load(fetch("featurizer/featurizer.json"))
-            frames = {s: pd.read_parquet(fetch(f"data/{s}.parquet")) for s in ("train", "val")}
+            featurizer = Featurizer.load(fetch(FEATURIZER_PATH))
+            frames = {s: pd.read_parquet(fetch(split_path(s))) for s in ("train", "val")}
         except (MlflowException, OSError) as exc:
             raise UserError(
                 f"preprocess run {preprocess_run_id} lacks its artifacts ({exc})"

@@ -29,14 +29,13 @@ import click
 import mlflow
 
 from steps import tlc
+from steps.artifacts import FEATURIZER_PATH, split_path
 from steps.cli import StepCommand, month_option, setup_logging
 from steps.errors import DataError, UserError
 from steps.features import Featurizer
 from steps.tracking import log_params_missing, step_run
 
 SPLITS = ("train", "val", "test")
-DATA_DIR = "data"
-FEATURIZER_PATH = "featurizer/featurizer.json"
 DIGEST_CHARS = 36  # MLflow caps a dataset digest at 36 characters
 log = logging.getLogger(__name__)
 
@@ -114,10 +113,11 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
 
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            (out / DATA_DIR).mkdir()
             for split in SPLITS:
-                cleaned[split].to_parquet(out / DATA_DIR / f"{split}.parquet", index=False)
-            (out / Path(FEATURIZER_PATH).parent).mkdir()
+                path = out / split_path(split)
+                path.parent.mkdir(exist_ok=True)
+                cleaned[split].to_parquet(path, index=False)
+            (out / FEATURIZER_PATH).parent.mkdir()
             featurizer.save(out / FEATURIZER_PATH)
             mlflow.log_artifacts(str(out))
 

@@ -73,7 +73,8 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        request = urllib.request.Request(url, headers={"User-Agent": "nyc-taxi-duration"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
             expected = resp.headers.get("Content-Length")
             written = 0
             while chunk := resp.read(1 << 20):

@@ -31,12 +31,24 @@ def test_fresh_clone_builds_its_environment_and_runs(tmp_path, tlc_dir, env_mana
     extra_env = {"MLFLOW_ENV_ROOT": str(env_root)}
 
     pre = assert_ok(
-        mlflow_run(tracking, "preprocess", {"raw_data_path": tlc_dir}, project=clone,
-                   env_manager=env_manager, extra_env=extra_env)
+        mlflow_run(
+            tracking,
+            "preprocess",
+            {"raw_data_path": tlc_dir},
+            project=clone,
+            env_manager=env_manager,
+            extra_env=extra_env,
+        )
     )
     hpo = assert_ok(
-        mlflow_run(tracking, "hpo", {"max_evals": 1, "num_boost_round": 5}, project=clone,
-                   env_manager=env_manager, extra_env=extra_env)
+        mlflow_run(
+            tracking,
+            "hpo",
+            {"max_evals": 1, "num_boost_round": 5},
+            project=clone,
+            env_manager=env_manager,
+            extra_env=extra_env,
+        )
     )
     for run_id in (pre, hpo):
         tags = tracking.client.get_run(run_id).data.tags
@@ -45,9 +57,14 @@ def test_fresh_clone_builds_its_environment_and_runs(tmp_path, tlc_dir, env_mana
 
     (env_dir,) = [p for p in env_root.iterdir() if p.is_dir() and (p / "bin").exists()]
     version = subprocess.run(
-        [env_dir / "bin" / "python", "-c",
-         "import platform, importlib.metadata as m; "
-         "print(platform.python_version(), m.version('xgboost-cpu'), m.version('mlflow'))"],
-        capture_output=True, text=True, check=True,
+        [
+            env_dir / "bin" / "python",
+            "-c",
+            "import platform, importlib.metadata as m; "
+            "print(platform.python_version(), m.version('xgboost-cpu'), m.version('mlflow'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert version == ["3.11.7", locked_version("xgboost-cpu"), locked_version("mlflow")]
