@@ -34,18 +34,15 @@ from typing import Any
 import click
 import mlflow
 import numpy as np
-import pandas as pd
 from hyperopt import STATUS_OK, Trials, fmin, tpe
 from hyperopt.base import JOB_STATE_DONE
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from steps.artifacts import BEST_PARAMS_PATH, FEATURIZER_PATH, split_path
+from steps.artifacts import BEST_PARAMS_PATH, load_preprocessed
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
-from steps.features import Featurizer
 from steps.models import (
     MODEL_KINDS,
     Split,
@@ -125,22 +122,7 @@ class HpoResult:
 
 def load_training_data(preprocess_run_id: str) -> tuple[Split, Split]:
     """Train and val splits of a preprocess run, featurised with its fitted featurizer."""
-    with tempfile.TemporaryDirectory() as tmp:
-
-        def fetch(path: str) -> Path:
-            return Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=preprocess_run_id, artifact_path=path, dst_path=tmp
-                )
-            )
-
-        try:
-            featurizer = Featurizer.load(fetch(FEATURIZER_PATH))
-            frames = {s: pd.read_parquet(fetch(split_path(s))) for s in ("train", "val")}
-        except (MlflowException, OSError) as exc:
-            raise UserError(
-                f"preprocess run {preprocess_run_id} lacks its artifacts ({exc})"
-            ) from None
+    featurizer, frames = load_preprocessed(preprocess_run_id, ("train", "val"))
     return tuple(
         Split(featurizer.transform(f), f["duration"].to_numpy(dtype=np.float64))
         for f in frames.values()

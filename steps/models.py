@@ -17,6 +17,8 @@ from hyperopt import hp
 from hyperopt.pyll import scope
 from sklearn.metrics import root_mean_squared_error
 
+from steps.predictor import int32_indices, predict_estimator
+
 MODEL_KINDS = ("xgboost", "random_forest", "linear", "lasso")
 
 
@@ -116,15 +118,6 @@ def train_and_evaluate(
     return TrialResult(rmse(val.y, predict_estimator(model, val.X)), train_seconds, model)
 
 
-def int32_indices(X: sp.csr_matrix) -> sp.csr_matrix:
-    """The same matrix with 32-bit indices: some scikit-learn solvers (Lasso) reject int64."""
-    if X.indices.dtype == np.int32 or X.nnz >= 2**31:
-        return X
-    return sp.csr_matrix(
-        (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
-    )
-
-
 def make_estimator(kind: str, params: dict[str, Any]):
     if kind == "random_forest":
         from sklearn.ensemble import RandomForestRegressor
@@ -139,18 +132,3 @@ def make_estimator(kind: str, params: dict[str, Any]):
 
         return LinearRegression(**params)
     raise ValueError(f"not a scikit-learn model kind: {kind!r}")
-
-
-def predict_estimator(model, X) -> np.ndarray:
-    """Predict with one thread: a forest's parallel predict sums its trees in whatever order
-    the threads finish, which changes the last bits from run to run. Fitting stays parallel
-    (each tree's seed is drawn up front, so the forest does not depend on the core count)."""
-    X = int32_indices(X)
-    if getattr(model, "n_jobs", None) in (None, 1):
-        return model.predict(X)
-    n_jobs = model.n_jobs
-    model.set_params(n_jobs=1)
-    try:
-        return model.predict(X)
-    finally:
-        model.set_params(n_jobs=n_jobs)
