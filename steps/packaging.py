@@ -1,0 +1,73 @@
+"""Logging a ``Predictor`` as the MLflow pyfunc ``model`` (models-from-code, native files).
+
+The signature declares location IDs as 64-bit integers (``long``): MLflow widens int32
+columns to it, so months stored either way load. Requirements are exact pins of the
+packages the model imports, read from the running environment (built from the lock).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
+
+from steps.predictor import INPUT_COLUMNS, Predictor
+
+MODEL_NAME_IN_RUN = "model"
+XGBOOST_FLAVOR_NAME_IN_RUN = "xgboost_model"
+STEPS_DIR = Path(__file__).resolve().parent
+SIGNATURE = ModelSignature(
+    inputs=Schema(
+        [
+            ColSpec("long", "PULocationID"),
+            ColSpec("long", "DOLocationID"),
+            ColSpec("double", "trip_distance"),
+        ]
+    ),
+    outputs=Schema([ColSpec("double", "duration")]),
+)
+_COMMON = ("mlflow", "numpy", "pandas", "scipy")
+_BY_KIND = {"xgboost": ("xgboost-cpu",)}
+_SKLEARN = ("scikit-learn", "skops")
+
+
+def requirements(kind: str) -> list[str]:
+    """Exact pins of what loading a ``kind`` model needs, as installed here."""
+    names = _COMMON + _BY_KIND.get(kind, _SKLEARN)
+    return [f"{n}=={importlib.metadata.version(n)}" for n in names]
+
+
+def input_example(frame: pd.DataFrame, rows: int = 3) -> pd.DataFrame:
+    return frame.loc[:, list(INPUT_COLUMNS)].head(rows).reset_index(drop=True)
+
+
+def log_predictor(predictor: Predictor, example: pd.DataFrame) -> tuple[ModelInfo, int]:
+    """Log the pyfunc ``model`` to the active run; returns its info and payload size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = predictor.save(Path(tmp))
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME_IN_RUN,
+            python_model=str(STEPS_DIR / "pyfunc_model.py"),
+            artifacts={role: str(path) for role, path in files.items()},
+            code_paths=[str(STEPS_DIR)],
+            signature=SIGNATURE,
+            input_example=example,
+            pip_requirements=requirements(predictor.kind),
+        )
+        return info, files["payload"].stat().st_size
+
+
+def log_xgboost_flavor(booster) -> ModelInfo:
+    """The booster in MLflow's xgboost flavor: ``mlflow.xgboost.load_model`` gives a Booster."""
+    return mlflow.xgboost.log_model(
+        booster,
+        name=XGBOOST_FLAVOR_NAME_IN_RUN,
+        model_format="ubj",
+        pip_requirements=requirements("xgboost"),
+    )
