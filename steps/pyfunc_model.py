@@ -6,6 +6,7 @@ builds reads the model's artifacts: ``featurizer`` (JSON), ``meta`` (JSON) and `
 """
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from steps.predictor import Predictor
@@ -18,7 +19,7 @@ class TripDurationModel(PythonModel):
             artifacts["featurizer"], artifacts["meta"], artifacts["payload"]
         )
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         return self.predictor.predict(model_input)
 
 
