@@ -185,6 +185,16 @@ def preprocess_run(shared_tracking, tlc_dir) -> str:
     return assert_ok(completed)
 
 
+TINY_SEARCH = {"max_evals": 3, "num_boost_round": 10, "early_stopping_rounds": 3}
+
+
+@pytest.fixture(scope="session")
+def tiny_search(shared_tracking, preprocess_run) -> str:
+    """A 3-trial XGBoost search on the shared preprocess run."""
+    params = {"preprocess_run_id": preprocess_run, **TINY_SEARCH}
+    return assert_ok(mlflow_run(shared_tracking, "hpo", params))
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_ok, mlflow_run
+from tests.conftest import TINY_SEARCH, assert_ok, mlflow_run
 
 pytestmark = pytest.mark.slow
-TINY = {"max_evals": 3, "num_boost_round": 10, "early_stopping_rounds": 3}
+TINY = TINY_SEARCH
 
 
 def trials_of(tracking, parent_run_id):
@@ -19,9 +19,8 @@ def trials_of(tracking, parent_run_id):
 
 
 @pytest.fixture(scope="module")
-def xgb_search(shared_tracking, preprocess_run):
-    completed = mlflow_run(shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, **TINY})
-    return assert_ok(completed)
+def xgb_search(tiny_search):
+    return tiny_search
 
 
 def test_parent_and_trials(shared_tracking, preprocess_run, xgb_search, tmp_path):
