@@ -200,7 +200,7 @@ def run_register(config: RegisterConfig) -> RegisterResult:
         champion_rmse = None
         if current is None:
             decision = "promoted: there was no champion"
-        elif current.version == version.version:
+        elif str(current.version) == str(version.version):
             decision = "kept: this version is already the champion"
         else:
             champion_rmse = test_rmse_of(f"models:/{name}/{current.version}", test)
@@ -216,7 +216,7 @@ def run_register(config: RegisterConfig) -> RegisterResult:
                 )
         if decision.startswith("promoted"):
             promote(client, name, version.version, f"register run {run.info.run_id}: {decision}")
-        champion = champion_version(client, name).version
+        champion = str(champion_version(client, name).version)
 
         metrics = {"candidate_test_rmse": candidate_rmse}
         if champion_rmse is not None:

@@ -39,6 +39,8 @@ def now_iso() -> str:
 
 
 def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version behind ``@champion``, or None. (Note: stores return ``version`` as int or
+    str depending on the backend; compare ``str(v.version)``.)"""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -65,10 +67,12 @@ def promote(client: MlflowClient, name: str, version: str, reason: str) -> Promo
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promoted_at", when)
     client.set_model_version_tag(name, version, "promotion_reason", reason)
-    if previous is not None and previous.version != str(version):
-        client.set_model_version_tag(name, previous.version, "replaced_at", when)
-        client.set_model_version_tag(name, previous.version, "replaced_by_version", str(version))
-    return Promotion(str(version), None if previous is None else previous.version)
+    if previous is not None and str(previous.version) != str(version):
+        client.set_model_version_tag(name, str(previous.version), "replaced_at", when)
+        client.set_model_version_tag(
+            name, str(previous.version), "replaced_by_version", str(version)
+        )
+    return Promotion(str(version), None if previous is None else str(previous.version))
 
 
 def describe_model_uri(client: MlflowClient, model_uri: str) -> tuple[str, str]:
@@ -79,7 +83,7 @@ def describe_model_uri(client: MlflowClient, model_uri: str) -> tuple[str, str]:
             v = client.get_model_version_by_alias(m["name"], m["alias"])
         except MlflowException:
             raise UserError(f"model {m['name']!r} has no alias {m['alias']!r}") from None
-        return v.name, v.version
+        return v.name, str(v.version)
     if m := _VERSION_URI.match(model_uri):
-        return m["name"], get_version(client, m["name"], m["version"]).version
+        return m["name"], str(get_version(client, m["name"], m["version"]).version)
     return "", ""

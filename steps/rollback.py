@@ -35,11 +35,11 @@ def run_rollback(model_name: str, version: str, reason: str) -> tuple[str, str |
     with step_run("rollback"):
         log_params_missing({"model_name": model_name, "version": version, "reason": reason})
         current = champion_version(client, model_name)
-        previous = None if current is None else current.version
-        if previous == target.version:
+        previous = None if current is None else str(current.version)
+        if previous == str(target.version):
             decision = f"kept: version {target.version} is already the champion"
         else:
-            promote(client, model_name, target.version, f"rollback: {reason}")
+            promote(client, model_name, str(target.version), f"rollback: {reason}")
             decision = f"rolled back: champion {previous} -> {target.version} ({reason})"
         mlflow.set_tags(
             {

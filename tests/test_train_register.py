@@ -29,6 +29,14 @@ pytestmark = pytest.mark.slow
 INPUT = ["PULocationID", "DOLocationID", "trip_distance"]
 
 
+@pytest.fixture(autouse=True)
+def _ambient_store(shared_tracking):
+    """In-process loads (``models:/...``) read the same store as the `mlflow run`s."""
+    mlflow.set_tracking_uri(shared_tracking.uri)
+    yield
+    mlflow.set_tracking_uri(None)
+
+
 def children(tracking, run_id):
     return tracking.runs(f"tags.mlflow.parentRunId = '{run_id}'")
 
@@ -158,7 +166,7 @@ def test_register_promote_keep_and_rollback(shared_tracking, train_run, worse_tr
     first = client.get_run(assert_ok(completed))
     assert "promoted: there was no champion" in completed.output
     v1 = client.get_model_version(name, "1")
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
     # 2. XGBoost beats it on the test month: promoted, v1 tagged as replaced
     completed = mlflow_run(
@@ -169,8 +177,8 @@ def test_register_promote_keep_and_rollback(shared_tracking, train_run, worse_tr
     assert second.data.metrics["candidate_test_rmse"] < second.data.metrics["champion_test_rmse"]
     assert second.data.metrics["champion_test_rmse"] == first.data.metrics["candidate_test_rmse"]
     v2 = client.get_model_version(name, "2")
-    assert client.get_model_version_by_alias(name, "champion").version == "2"
-    assert client.get_model_version_by_alias(name, "challenger").version == "2"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
     assert client.get_model_version(name, "1").tags["replaced_by_version"] == "2"
     best = client.get_run(second.data.tags["candidate_run_id"])
     assert best.data.tags["candidate_rank"] == "1"  # selected by val_rmse
@@ -190,8 +198,8 @@ def test_register_promote_keep_and_rollback(shared_tracking, train_run, worse_tr
     assert third.data.tags["registered_version"] == "1"
     assert third.data.tags["decision"].startswith("not promoted")
     assert len(client.search_model_versions(f"name = '{name}'")) == 2
-    assert client.get_model_version_by_alias(name, "champion").version == "2"
-    assert client.get_model_version_by_alias(name, "challenger").version == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
 
     # 4. registering the same candidate twice gives one version
     assert_ok(
@@ -204,7 +212,7 @@ def test_register_promote_keep_and_rollback(shared_tracking, train_run, worse_tr
         shared_tracking, "rollback", {"model_name": name, "version": 1, "reason": "v2 drifts"}
     )
     assert_ok(completed)
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert client.get_model_version(name, "1").tags["promotion_reason"] == "rollback: v2 drifts"
     assert client.get_model_version(name, "2").tags["replaced_by_version"] == "1"
 
@@ -331,7 +339,7 @@ def test_batch_scoring_a_month(shared_tracking, champion, tlc_dir, tmp_path):
         "model_version",
         "model_uri",
     ]
-    version = shared_tracking.client.get_model_version_by_alias(champion, "champion").version
+    version = str(shared_tracking.client.get_model_version_by_alias(champion, "champion").version)
     assert set(scored["model_version"]) == {version}
     assert (scored["pickup_datetime"].to_numpy() == raw["lpep_pickup_datetime"].to_numpy()).all()
     model = mlflow.pyfunc.load_model(f"models:/{champion}/{version}")
