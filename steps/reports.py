@@ -42,6 +42,7 @@ def residuals(y_true: np.ndarray, y_pred: np.ndarray, title: str):
 def feature_importance(scores: dict[str, float], title: str, top: int = 20):
     items = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)[:top]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.5))
+    ax.set_xscale("log")  # distance dominates; a log axis keeps the zone pairs visible
     ax.barh([name for name, _ in reversed(items)], [v for _, v in reversed(items)])
     ax.set_xlabel("total gain")
     ax.set_title(title)

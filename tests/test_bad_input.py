@@ -110,3 +110,52 @@ def test_preprocess_run_id_that_is_not_a_preprocess_run(tracking):
 
 def test_no_preprocess_run_to_default_to(tracking):
     assert_rejected(tracking, "hpo", {}, "no finished preprocess run in experiment")
+
+
+def _fake_run(tracking, step, **params):
+    run = tracking.client.create_run(tracking.experiment_id, tags={"step": step})
+    for key, value in params.items():
+        tracking.client.log_param(run.info.run_id, key, value)
+    tracking.client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "params", "message"),
+    [
+        ("train_best", {"top_n": 0}, "'--top-n': 0 is not in the range x>=1"),
+        ("train_best", {"hpo_run_id": "f" * 32}, "no such run"),
+        ("register", {"select_by": "mae"}, "'mae' is not one of 'val_rmse', 'test_rmse'"),
+        ("register", {"model_name": "bad/name"}, "invalid model name 'bad/name'"),
+        ("register", {}, "no finished train_best run in experiment"),
+        ("rollback", {"version": 1, "reason": "x"}, "model 'nyc-taxi-regressor' has no version"),
+        ("score", {"model_uri": "models:/nope@champion"}, "model 'nope' has no alias"),
+    ],
+)
+def test_bad_model_step_params(tracking, entry_point, params, message):
+    assert_rejected(tracking, entry_point, params, message)
+    assert tracking.client.search_registered_models() == []
+
+
+def test_hpo_run_id_that_is_not_an_hpo_run(tracking):
+    other = _fake_run(tracking, "preprocess")
+    assert_rejected(
+        tracking, "train_best", {"hpo_run_id": other}, "is a preprocess run, not a hpo run"
+    )
+
+
+def test_hpo_run_without_finished_trials(tracking):
+    search = _fake_run(
+        tracking, "hpo", model="xgboost", num_boost_round="5", early_stopping_rounds="2"
+    )
+    assert_rejected(
+        tracking, "train_best", {"hpo_run_id": search}, f"hpo run {search} has no finished trials"
+    )
+
+
+def test_train_run_id_that_is_not_a_train_best_run(tracking):
+    other = _fake_run(tracking, "hpo")
+    assert_rejected(
+        tracking, "register", {"train_run_id": other}, "is a hpo run, not a train_best run"
+    )
+    assert tracking.client.search_registered_models() == []
