@@ -145,6 +145,10 @@ def run_pipeline(step_params: dict[str, dict[str, str]], use_cache: bool) -> lis
     client = MlflowClient()
     outcomes: list[StepOutcome] = []
     with step_run("main") as run:
+        log_params_missing(
+            {k: v for p in step_params.values() for k, v in p.items() if k != "resume_run_id"}
+            | {"use_cache": str(use_cache).lower()}
+        )
         experiment_id = run.info.experiment_id
         commit, why = git_version(PROJECT_DIR)
         if not use_cache:
@@ -266,10 +270,6 @@ def main(
         "train_best": {"top_n": top_n, "autolog": autolog},
         "register": {"model_name": model_name, "select_by": select_by},
     }
-    log_params_missing(
-        {k: v for p in step_params.values() for k, v in p.items() if k != "resume_run_id"}
-        | {"use_cache": str(use_cache).lower()}
-    )
     run_pipeline(step_params, use_cache)
 
 
