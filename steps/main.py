@@ -31,6 +31,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import ExecutionException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
+from mlflow.utils.string_utils import quote
 
 from steps import tlc
 from steps.cli import StepCommand, month_option, setup_logging
@@ -113,8 +114,10 @@ def find_cached(experiment_id: str, step: str, params: dict[str, str], commit: s
         max_results=200,
     )
     digests = raw_file_digests(params) if step == "preprocess" else None
+    # `mlflow run` logs each entry-point parameter shell-quoted: "" is stored as "''".
+    stored = {k: quote(str(v)) for k, v in params.items()}
     for run in runs:
-        if any(run.data.params.get(k) != v for k, v in params.items()):
+        if any(run.data.params.get(k) != v for k, v in stored.items()):
             continue
         if step == "preprocess" and (
             digests is None
