@@ -241,18 +241,22 @@ def model_rows(prefix: str, original_uri: str, rerun_uri: str, tmp: Path) -> lis
             _digest(json.dumps(sig_b, sort_keys=True).encode()),
         )
     )
-    for flavor_file in ("model.ubj", "model.json", "model.xgb"):
-        fa = next(iter(a.rglob(flavor_file)), None)
-        if fa is not None:
-            fb = next(iter(b.rglob(flavor_file)), None)
-            rows.append(
-                Row(
-                    f"{prefix}{flavor_file}",
-                    file_fingerprint(fa),
-                    file_fingerprint(fb) if fb else None,
-                )
-            )
     return rows
+
+
+def flavor_rows(prefix: str, original_uri: str, rerun_uri: str, tmp: Path) -> list[Row]:
+    """The booster as MLflow's xgboost flavor stored it."""
+    a = Path(mlflow.artifacts.download_artifacts(original_uri, dst_path=str(tmp / "xa")))
+    b = Path(mlflow.artifacts.download_artifacts(rerun_uri, dst_path=str(tmp / "xb")))
+    files = sorted(p.relative_to(a) for p in a.glob("model.*") if p.is_file())
+    return [
+        Row(
+            f"{prefix}xgboost flavor {rel}",
+            file_fingerprint(a / rel),
+            file_fingerprint(b / rel) if (b / rel).exists() else None,
+        )
+        for rel in files
+    ]
 
 
 def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[Row]:
@@ -312,6 +316,13 @@ def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[
                 rows += model_rows(
                     prefix, ra.data.tags["model_uri"], rb.data.tags["model_uri"], tmp / f"c{rank}"
                 )
+                if "xgboost_model_uri" in ra.data.tags:
+                    rows += flavor_rows(
+                        prefix,
+                        ra.data.tags["xgboost_model_uri"],
+                        rb.data.tags.get("xgboost_model_uri", ""),
+                        tmp / f"c{rank}",
+                    )
     return rows
 
 
