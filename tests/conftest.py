@@ -242,3 +242,15 @@ def copy_months(dest: Path, months=MONTHS_2023, color: str = "green") -> Path:
     for month in months:
         shutil.copy(tlc_file(month, color), dest)
     return dest
+
+
+def git(*args, cwd=None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def fresh_clone(dest: Path) -> tuple[Path, str]:
+    """A clean clone of this repository's HEAD (what CI and a new user have); its commit."""
+    git("clone", "--quiet", str(REPO), str(dest))
+    return dest, git("rev-parse", "HEAD", cwd=dest)

@@ -1,0 +1,133 @@
+"""`mlflow run .` (entry point main): the four steps nested under one run, step caching,
+and a failing step. Runs on a clean clone, as CI and a new user have it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import assert_ok, copy_months, fresh_clone, mlflow_run
+
+pytestmark = pytest.mark.slow
+SMALL = {"max_evals": 1, "num_boost_round": 5, "early_stopping_rounds": 2}
+STEPS = ["preprocess", "hpo", "train_best", "register"]
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    return fresh_clone(tmp_path_factory.mktemp("clone") / "project")
+
+
+def step_runs(tracking, main_run_id):
+    runs = tracking.runs(f"tags.mlflow.parentRunId = '{main_run_id}'")
+    return {r.data.tags["mlflow.project.entryPoint"]: r for r in runs}
+
+
+def cached_flags(tracking, main_run_id):
+    tags = tracking.client.get_run(main_run_id).data.tags
+    return [tags[f"{step}.cached"] for step in STEPS]
+
+
+def test_main_runs_all_steps_then_reuses_them(tracking, clone, tmp_path, tlc_dir):
+    project, commit = clone
+    raw = copy_months(tmp_path / "raw")
+    params = {"raw_data_path": raw, **SMALL}
+
+    completed = mlflow_run(tracking, "main", params, project=project)
+    first = assert_ok(completed)
+    main_run = tracking.client.get_run(first)
+    assert main_run.data.tags["step"] == "main"
+    steps = step_runs(tracking, first)
+    assert sorted(steps) == sorted(STEPS)  # each step nested under main
+    for step, run in steps.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.source.git.commit"] == commit
+        assert main_run.data.tags[f"{step}.run_id"] == run.info.run_id
+    # each step got the previous step's run ID
+    assert steps["hpo"].data.tags["preprocess_run_id"] == steps["preprocess"].info.run_id
+    assert steps["train_best"].data.tags["hpo_run_id"] == steps["hpo"].info.run_id
+    assert steps["register"].data.params["train_run_id"] == steps["train_best"].info.run_id
+    assert cached_flags(tracking, first) == ["False"] * 4
+    assert "registered: nyc-taxi-regressor version 1 (aliases: @challenger, @champion)" in (
+        completed.output
+    )
+    summary_path = tracking.client.download_artifacts(first, "summary.json", str(tmp_path))
+    summary = json.loads(Path(summary_path).read_text())
+    assert [s["step"] for s in summary["steps"]] == STEPS
+    assert summary["registered"] == {
+        "name": "nyc-taxi-regressor",
+        "version": "1",
+        "aliases": ["challenger", "champion"],
+    }
+
+    # same parameters again: nothing trains
+    n_runs = len(tracking.runs())
+    completed = mlflow_run(tracking, "main", params, project=project)
+    second = assert_ok(completed)
+    assert cached_flags(tracking, second) == ["True"] * 4
+    assert len(tracking.runs()) == n_runs + 1  # only the new main run
+    for step, run in steps.items():
+        assert f"{step}: reusing run {run.info.run_id}" in completed.output
+        assert tracking.client.get_run(second).data.tags[f"{step}.run_id"] == run.info.run_id
+
+    # a changed hpo parameter reruns hpo and everything after it
+    third = assert_ok(mlflow_run(tracking, "main", {**params, "seed": 7}, project=project))
+    assert cached_flags(tracking, third) == ["True", "False", "False", "False"]
+
+    # a changed data file reruns everything
+    table = pq.read_table(raw / "green_tripdata_2023-01.parquet")
+    pq.write_table(table.slice(0, table.num_rows - 100), raw / "green_tripdata_2023-01.parquet")
+    fourth = assert_ok(mlflow_run(tracking, "main", params, project=project))
+    assert cached_flags(tracking, fourth) == ["False"] * 4
+
+    # use_cache=false reruns everything
+    fifth = assert_ok(
+        mlflow_run(tracking, "main", {**params, "use_cache": "false"}, project=project)
+    )
+    assert cached_flags(tracking, fifth) == ["False"] * 4
+
+
+def test_uncommitted_changes_turn_caching_off(tracking, tmp_path, tlc_dir):
+    project, _ = fresh_clone(tmp_path / "dirty")
+    params = {"raw_data_path": tlc_dir, **SMALL}
+    assert_ok(mlflow_run(tracking, "main", params, project=project))
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + "\nlocal edit\n")
+    completed = mlflow_run(tracking, "main", params, project=project)
+    run_id = assert_ok(completed)
+    assert "uncommitted changes (README.md)" in completed.output
+    assert "caching is off" in tracking.client.get_run(run_id).data.tags["cache"]
+    assert cached_flags(tracking, run_id) == ["False"] * 4
+
+
+def test_a_failing_step_stops_main_and_keeps_earlier_runs(tracking, clone, tlc_dir):
+    project, _ = clone
+    params = {"raw_data_path": tlc_dir, **SMALL, "max_evals": 0}  # hpo rejects it
+    completed = mlflow_run(tracking, "main", params, project=project)
+    assert completed.returncode != 0
+    assert "Error: step hpo failed" in completed.stderr
+    (main_run,) = tracking.runs("tags.step = 'main'")
+    assert main_run.info.status == "FAILED"
+    (pre,) = tracking.runs("tags.step = 'preprocess'")
+    assert pre.info.status == "FINISHED"
+    assert main_run.data.tags["preprocess.run_id"] == pre.info.run_id
+    # the next main reuses it
+    fixed = assert_ok(mlflow_run(tracking, "main", {**params, "max_evals": 1}, project=project))
+    assert tracking.client.get_run(fixed).data.tags["preprocess.run_id"] == pre.info.run_id
+    assert cached_flags(tracking, fixed)[0] == "True"
+
+
+def test_main_help_lists_every_step_parameter(clone):
+    import yaml
+
+    project, _ = clone
+    spec = yaml.safe_load((project / "MLproject").read_text())["entry_points"]
+    main_params = set(spec["main"]["parameters"])
+    upstream = {"preprocess_run_id", "hpo_run_id", "train_run_id", "resume_run_id"}
+    for step in STEPS:
+        assert set(spec[step]["parameters"]) - upstream <= main_params, step
+    assert shutil.which("git")
