@@ -161,8 +161,8 @@ def mlflow_run(
 
 
 def run_id_of(completed: Completed) -> str:
-    """The run ID that `mlflow run` reports for a finished step."""
-    for line in completed.output.splitlines():
+    """The run ID that `mlflow run` reports last (main's nested steps report theirs first)."""
+    for line in reversed(completed.output.splitlines()):
         if "=== Run (ID '" in line:
             return line.split("=== Run (ID '")[1].split("'")[0]
     raise AssertionError(f"no run ID in output:\n{completed.output[-3000:]}")
