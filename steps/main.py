@@ -77,9 +77,13 @@ def git_version(project_dir: Path) -> tuple[str | None, str]:
     head = git("rev-parse", "HEAD")
     if head.returncode != 0:
         return None, f"{project_dir} is not a git checkout: caching is off"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    dirty = [
+        line
+        for line in git("status", "--porcelain", "--untracked-files=no").stdout.splitlines()
+        if line.strip()
+    ]
     if dirty:
-        files = ", ".join(line[3:] for line in dirty.splitlines()[:5])
+        files = ", ".join(line[3:] for line in dirty[:5])  # "XY path"
         return None, (
             f"the working tree has uncommitted changes ({files}): it is not a "
             "version, so caching is off and every step runs"
