@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from hyperopt import hp
-from hyperopt.pyll import scope
 from sklearn.metrics import root_mean_squared_error
 
 from steps.predictor import int32_indices, predict_estimator
@@ -24,6 +22,9 @@ MODEL_KINDS = ("xgboost", "random_forest", "linear", "lasso")
 
 def search_space(kind: str, seed: int) -> dict[str, Any] | None:
     """The hyperopt space of ``kind``; ``None`` for a kind with nothing to tune (one trial)."""
+    from hyperopt import hp  # imported here: loading a model must not need hyperopt
+    from hyperopt.pyll import scope
+
     if kind == "xgboost":
         return {
             "max_depth": scope.int(hp.quniform("max_depth", 4, 100, 1)),
