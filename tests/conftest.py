@@ -133,6 +133,7 @@ def mlflow_run(
     project: Path | str = REPO,
     env_manager: str = "local",
     extra_env: dict[str, str] | None = None,
+    version: str | None = None,
     timeout: float = 900,
 ) -> Completed:
     """``mlflow run`` as a user types it, with this interpreter's environment on PATH."""
@@ -149,6 +150,8 @@ def mlflow_run(
         "--experiment-id",
         tracking.experiment_id,
     ]
+    if version:
+        cmd += ["--version", version]
     for key, value in (params or {}).items():
         cmd += ["-P", f"{key}={value}"]
     env = tracking.env()
