@@ -70,7 +70,10 @@ def test_train_best_reproduces_bit_for_bit(pipeline):
         assert rows[name] == "True", name
     assert not any(n.endswith("_seconds") for n in rows)  # wall clock is not compared
     assert "all" in result.stderr and "equal" in result.stderr
-    rerun = tracking.runs(f"tags.reproduces = '{tags['train_best.run_id']}'")
+    experiment = tracking.client.get_experiment_by_name("tests-reproductions")
+    rerun = tracking.client.search_runs(
+        [experiment.experiment_id], f"tags.reproduces = '{tags['train_best.run_id']}'"
+    )
     assert len(rerun) == 1 and rerun[0].data.tags["mlflow.project.env"] == "uv"
 
 
