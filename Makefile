@@ -34,9 +34,8 @@ lint: venv  ## ruff lint and format check
 format: venv  ## ruff format and autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-pipeline: venv  ## preprocess + hpo on the default months (downloaded from the TLC), SQLite tracking
-	$(BIN)/mlflow run . -e preprocess --env-manager $(ENV_MANAGER)
-	$(BIN)/mlflow run . -e hpo --env-manager $(ENV_MANAGER)
+pipeline: venv  ## the whole pipeline (main) on the default months, downloaded from the TLC; SQLite tracking
+	$(BIN)/mlflow run . --env-manager $(ENV_MANAGER)
 
 benchmark: venv  ## featurization and tracking-overhead benchmark (table + benchmarks/results/*.json)
 	$(BIN)/python scripts/benchmark.py
