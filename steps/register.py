@@ -168,6 +168,7 @@ def run_register(config: RegisterConfig) -> RegisterResult:
             version = client.create_model_version(
                 name,
                 source=chosen.data.tags["model_uri"],
+                model_id=chosen.data.tags["model_uri"].removeprefix("models:/"),
                 run_id=chosen.info.run_id,
                 tags=tags,
                 description=(
