@@ -36,7 +36,13 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$
 # 2. A private cluster owned by postgres (PostgreSQL refuses to run as root).
 mkdir -p "$DIR/pgsock" "$DIR/logs"
 chmod 700 "$DIR"
-if [ "$(id -u)" = 0 ]; then chown postgres "$DIR/pgsock" "$DIR/logs"; chmod 755 "$DIR"; fi
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$DIR/pgsock" "$DIR/logs"; chmod 755 "$DIR"
+  runuser -u postgres -- test -x "$DIR" || {
+    say "the postgres user cannot reach $DIR: choose a TEAM_SERVER_DIR whose parent folders every user may enter"
+    exit 1
+  }
+fi
 if [ ! -s "$DIR/pgdata/PG_VERSION" ]; then
   mkdir -p "$DIR/pgdata"; [ "$(id -u)" = 0 ] && chown postgres "$DIR/pgdata"
   as_postgres "$pg_bin/initdb" -D "$DIR/pgdata" --auth-local=trust --auth-host=scram-sha-256 \

@@ -6,10 +6,12 @@ S3-compatible server (moto); concurrent searches; a server killed mid-search."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -59,25 +61,26 @@ def start_mlflow_server(root: Path, artifacts: str, extra_env=None) -> Server:
     """`mlflow server` with a SQLite backend and served artifacts (scenario 2)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root}/server.db",
-            "--artifacts-destination",
-            artifacts,
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=open(root / "server.log", "ab"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(extra_env or {})},
-        start_new_session=True,
-    )
+    with open(root / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root}/server.db",
+                "--artifacts-destination",
+                artifacts,
+                "--serve-artifacts",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(extra_env or {})},
+            start_new_session=True,
+        )
     wait_healthy(url, proc)
     return Server(url, proc)
 
@@ -138,7 +141,10 @@ def test_pipeline_against_a_local_server(tmp_path, clone, tlc_dir):
 
 @pytest.fixture(scope="module")
 def team_server(tmp_path_factory):
-    state = tmp_path_factory.mktemp("team-server")
+    # PostgreSQL runs as `postgres`, which must reach the folder: not under pytest's
+    # root-only temp root.
+    state = Path(tempfile.mkdtemp(prefix="team-server-", dir="/tmp"))
+    os.chmod(state, 0o755)
     env = {
         **os.environ,
         "TEAM_SERVER_DIR": str(state),
@@ -167,6 +173,7 @@ def team_server(tmp_path_factory):
     )
     assert down.returncode == 0, down.stderr
     assert "tracking server stopped" in down.stderr and "PostgreSQL stopped" in down.stderr
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def admin_tracking(team_server, root):
@@ -218,7 +225,8 @@ def test_auth_refuses_anonymous_and_other_users(team_server, tmp_path):
         [
             sys.executable,
             "-c",
-            "import mlflow,sys; mlflow.set_experiment(experiment_id=sys.argv[1]); mlflow.start_run()",
+            "import mlflow,sys; mlflow.set_experiment(experiment_id=sys.argv[1]);"
+            "mlflow.start_run()",
             alice.experiment_id,
         ],
         env={
