@@ -28,6 +28,18 @@ ADMIN_PASSWORD = "test-Admin-pw-1"  # a throw-away server's; real ones come from
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _admin_credentials():
+    """In-process clients (``tracking.client``) read credentials from the environment; servers
+    without auth ignore them."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN_PASSWORD
+    yield
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,17 +206,10 @@ def test_auth_refuses_anonymous_and_other_users(team_server, tmp_path):
 
     from mlflow.server import get_app_client
 
-    os.environ.update(
-        {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
-    )
-    try:
-        auth = get_app_client("basic-auth", tracking_uri=url)
-        suffix = time.time_ns()
-        auth.create_user(f"alice{suffix}", "alice-pw-123")
-        auth.create_user(f"bob{suffix}", "bob-pw-1234")
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_USERNAME")
-        os.environ.pop("MLFLOW_TRACKING_PASSWORD")
+    auth = get_app_client("basic-auth", tracking_uri=url)  # as admin (the fixture's env)
+    suffix = time.time_ns()
+    auth.create_user(f"alice{suffix}", "alice-pw-123")
+    auth.create_user(f"bob{suffix}", "bob-pw-1234")
     alice = server_tracking(url, tmp_path, f"alice{suffix}", "alice-pw-123")
     run_id = subprocess.run(
         [
