@@ -208,9 +208,9 @@ def test_auth_refuses_anonymous_and_other_users(team_server, tmp_path):
 
     auth = get_app_client("basic-auth", tracking_uri=url)  # as admin (the fixture's env)
     suffix = time.time_ns()
-    auth.create_user(f"alice{suffix}", "alice-pw-123")
-    auth.create_user(f"bob{suffix}", "bob-pw-1234")
-    alice = server_tracking(url, tmp_path, f"alice{suffix}", "alice-pw-123")
+    auth.create_user(f"alice{suffix}", "alice-password-123")
+    auth.create_user(f"bob{suffix}", "bob-password-1234")
+    alice = server_tracking(url, tmp_path, f"alice{suffix}", "alice-password-123")
     run_id = subprocess.run(
         [
             sys.executable,
@@ -238,7 +238,7 @@ def test_auth_refuses_anonymous_and_other_users(team_server, tmp_path):
             **os.environ,
             "MLFLOW_TRACKING_URI": url,
             "MLFLOW_TRACKING_USERNAME": f"bob{suffix}",
-            "MLFLOW_TRACKING_PASSWORD": "bob-pw-1234",
+            "MLFLOW_TRACKING_PASSWORD": "bob-password-1234",
         },
         capture_output=True,
         text=True,
