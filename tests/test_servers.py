@@ -263,23 +263,37 @@ def test_served_artifacts_reach_a_client_without_folder_access(team_server, tmp_
     ).stdout.strip()
     artifacts = team_server["state"] / "artifacts"
     assert any(artifacts.rglob("t.txt"))
-    os.chmod(team_server["state"], 0o700)  # root only: `nobody` cannot look inside
-    out = tmp_path / "nobody"
+    out = tmp_path / "client"
     out.mkdir()
-    os.chmod(out, 0o777)
+    # The second client runs in its own mount namespace where the server's whole state folder
+    # is an empty tmpfs: whatever it gets, it gets over HTTP.
     download = (
-        "import mlflow,sys; p = mlflow.artifacts.download_artifacts("
+        "import os,sys,mlflow; assert not os.listdir(sys.argv[3]);"
+        "p = mlflow.artifacts.download_artifacts("
         "run_id=sys.argv[1], artifact_path='n/t.txt', dst_path=sys.argv[2]);"
         "print(open(p).read())"
     )
     result = subprocess.run(
-        ["runuser", "-u", "nobody", "--", sys.executable, "-c", download, run_id, str(out)],
-        env={**os.environ, **tracking.extra, "HOME": str(out)},
+        [
+            "unshare",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            'mount -t tmpfs none "$0" && exec "$@"',
+            str(team_server["state"]),
+            sys.executable,
+            "-c",
+            download,
+            run_id,
+            str(out),
+            str(team_server["state"]),
+        ],
+        env={**os.environ, **tracking.extra},
         capture_output=True,
         text=True,
         cwd=out,
     )
-    os.chmod(team_server["state"], 0o755)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "hello through the server"
 
