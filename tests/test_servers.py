@@ -217,14 +217,14 @@ def test_auth_refuses_anonymous_and_other_users(team_server, tmp_path):
             "-c",
             "import mlflow,sys; mlflow.set_experiment(experiment_id=sys.argv[1]);"
             "r=mlflow.start_run(); mlflow.log_metric('m', 1.0); mlflow.end_run();"
-            "print(r.info.run_id)",
+            'print("\\n" + r.info.run_id)',
             alice.experiment_id,
         ],
         env={**os.environ, **alice.extra},
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
+    ).stdout.split()[-1]  # after MLflow's "View run" line
     assert run_id
     bob = subprocess.run(
         [
@@ -252,7 +252,7 @@ def test_served_artifacts_reach_a_client_without_folder_access(team_server, tmp_
     script = (
         "import mlflow,sys; mlflow.set_experiment(experiment_id=sys.argv[1]);\n"
         "with mlflow.start_run() as r: mlflow.log_text('hello through the server', 'n/t.txt')\n"
-        "print(r.info.run_id)"
+        'print("\\n" + r.info.run_id)'
     )
     run_id = subprocess.run(
         [sys.executable, "-c", script, tracking.experiment_id],
@@ -260,7 +260,7 @@ def test_served_artifacts_reach_a_client_without_folder_access(team_server, tmp_
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
+    ).stdout.split()[-1]  # after MLflow's "View run" line
     artifacts = team_server["state"] / "artifacts"
     assert any(artifacts.rglob("t.txt"))
     out = tmp_path / "client"
