@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 ENV_MANAGER ?= uv
+# The same build tools as python_env.yaml's build_dependencies (tests check they agree).
+BUILD_DEPS := pip==26.3 setuptools==84.2.1 wheel==0.48.0
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lock test test-fast lint format pipeline benchmark ui clean
@@ -12,9 +14,9 @@ help:  ## list the targets
 
 venv: $(VENV)/.installed  ## create .venv from requirements.lock (Python 3.11.7)
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock python_env.yaml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet pip==26.3
+	$(BIN)/python -m pip install --quiet $(BUILD_DEPS)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	touch $@
 
