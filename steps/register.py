@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import click
 import mlflow
 import numpy as np
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from steps.artifacts import load_preprocessed
 from steps.cli import StepCommand, setup_logging
@@ -44,7 +44,13 @@ from steps.registry import (
     check_model_name,
     promote,
 )
-from steps.tracking import get_step_run, log_params_missing, resolve_upstream, step_run
+from steps.tracking import (
+    finished_children,
+    get_step_run,
+    log_params_missing,
+    resolve_upstream,
+    step_run,
+)
 
 SELECT_BY = ("val_rmse", "test_rmse")
 log = logging.getLogger(__name__)
@@ -76,13 +82,7 @@ class RegisterResult:
 
 
 def candidates_of(train_run: Run) -> list[Run]:
-    children = MlflowClient().search_runs(
-        [train_run.info.experiment_id],
-        filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{train_run.info.run_id}' "
-        "and attributes.status = 'FINISHED'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=10000,
-    )
+    children = finished_children(train_run)
     return [c for c in children if "model_uri" in c.data.tags and "test_rmse" in c.data.metrics]
 
 

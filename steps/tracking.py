@@ -84,3 +84,13 @@ def log_params_missing(params: dict[str, object]) -> None:
     missing = {k: str(v) for k, v in params.items() if k not in have}
     if missing:
         mlflow.log_params(missing)
+
+
+def finished_children(parent: Run) -> list[Run]:
+    """The FINISHED runs nested under ``parent`` (trials, candidates, steps)."""
+    return MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=50000,
+    )

@@ -34,9 +34,8 @@ import click
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Run, ViewType
-from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from steps import reports
 from steps.artifacts import load_preprocessed
@@ -47,6 +46,7 @@ from steps.packaging import input_example, log_predictor, log_xgboost_flavor
 from steps.predictor import INPUT_COLUMNS, Predictor
 from steps.tracking import (
     RESUMED_FROM_TAG,
+    finished_children,
     get_step_run,
     log_params_missing,
     resolve_upstream,
@@ -89,13 +89,7 @@ class TrainBestResult:
 
 def finished_trials(hpo_run: Run) -> list[Run]:
     """The search's FINISHED trials, best ``val_rmse`` first (ties: earlier trial first)."""
-    children = MlflowClient().search_runs(
-        [hpo_run.info.experiment_id],
-        filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{hpo_run.info.run_id}' "
-        "and attributes.status = 'FINISHED'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=50000,
-    )
+    children = finished_children(hpo_run)
     trials = [t for t in children if "val_rmse" in t.data.metrics and "trial.params" in t.data.tags]
     return sorted(trials, key=lambda t: (t.data.metrics["val_rmse"], int(t.data.tags["trial_id"])))
 
