@@ -37,9 +37,12 @@ from urllib.parse import unquote, urlparse
 import mlflow
 import pandas as pd
 import yaml
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps.tracking import finished_children  # noqa: E402
 
 SUPPORTED = ("preprocess", "hpo", "train_best")
 UPSTREAM_TAG = {"hpo": "preprocess_run_id", "train_best": "hpo_run_id"}
@@ -191,15 +194,6 @@ def metric_rows(prefix: str, original: dict, rerun: dict) -> list[Row]:
     return [Row(f"{prefix}metric {n}", original.get(n), rerun.get(n)) for n in names]
 
 
-def children(client: MlflowClient, run: Run) -> list[Run]:
-    return client.search_runs(
-        [run.info.experiment_id],
-        f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'FINISHED'",
-        run_view_type=ViewType.ACTIVE_ONLY,
-        max_results=50000,
-    )
-
-
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -288,8 +282,8 @@ def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[
                 rows.append(Row(path, file_fingerprint(Path(fa)), file_fingerprint(Path(fb))))
     elif entry_point == "hpo":
         key = "trial_id"
-        a = {r.data.tags[key]: r for r in children(client, original)}
-        b = {r.data.tags[key]: r for r in children(client, again)}
+        a = {r.data.tags[key]: r for r in finished_children(original)}
+        b = {r.data.tags[key]: r for r in finished_children(again)}
         for tid in sorted(set(a) | set(b), key=int):
             ra, rb = a.get(tid), b.get(tid)
             rows += metric_rows(
@@ -304,8 +298,8 @@ def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[
             )
     elif entry_point == "train_best":
         key = "candidate_rank"
-        a = {r.data.tags[key]: r for r in children(client, original)}
-        b = {r.data.tags[key]: r for r in children(client, again)}
+        a = {r.data.tags[key]: r for r in finished_children(original)}
+        b = {r.data.tags[key]: r for r in finished_children(again)}
         for rank in sorted(set(a) | set(b), key=int):
             ra, rb = a.get(rank), b.get(rank)
             prefix = f"candidate {rank} "

@@ -353,9 +353,10 @@ def run_hpo(config: HpoConfig) -> HpoResult:
                 )
             config = _original_config(original, config)
             parent_run_id = original.info.run_id
+            parent_experiment_id = original.info.experiment_id
             mlflow.set_tag(RESUMED_FROM_TAG, parent_run_id)
         else:
-            parent_run_id = run.info.run_id
+            parent_run_id, parent_experiment_id = run.info.run_id, experiment_id
         preprocess = resolve_upstream(
             config.preprocess_run_id, "preprocess", "preprocess_run_id", experiment_id
         )
@@ -373,15 +374,11 @@ def run_hpo(config: HpoConfig) -> HpoResult:
         started = time.perf_counter()
         reloaded = []
         if config.resume_run_id:
-            reloaded = reload_trials(parent_run_id, original.info.experiment_id)
+            reloaded = reload_trials(parent_run_id, parent_experiment_id)
             log.info(
                 "resume: reusing %d finished trials of search %s", len(reloaded), parent_run_id
             )
-        trial_logger = TrialLogger(
-            parent_run_id,
-            experiment_id if not config.resume_run_id else original.info.experiment_id,
-            config.model,
-        )
+        trial_logger = TrialLogger(parent_run_id, parent_experiment_id, config.model)
         try:
             records = search(config, train, val, trial_logger, reloaded)
         except BaseException:

@@ -4,7 +4,6 @@ and a failing step. Runs on a clean clone, as CI and a new user have it."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -129,4 +128,3 @@ def test_main_help_lists_every_step_parameter(clone):
     upstream = {"preprocess_run_id", "hpo_run_id", "train_run_id", "resume_run_id"}
     for step in STEPS:
         assert set(spec[step]["parameters"]) - upstream <= main_params, step
-    assert shutil.which("git")
