@@ -14,10 +14,11 @@ help:  ## list the targets
 
 venv: $(VENV)/.installed  ## create .venv from requirements.lock (Python 3.11.7)
 
-$(VENV)/.installed: requirements.lock python_env.yaml
+$(VENV)/.installed: requirements.lock python_env.yaml plugin/pyproject.toml plugin/nyc_taxi_duration_defaults.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(BUILD_DEPS)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation ./plugin
 	touch $@
 
 lock: venv  ## re-resolve requirements.in to the newest versions that work together
@@ -36,8 +37,9 @@ lint: venv  ## ruff lint and format check
 format: venv  ## ruff format and autofix
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# MLflow finds `uv` (and the steps find `python`) on PATH: put .venv/bin first.
 pipeline: venv  ## the whole pipeline (main) on the default months, downloaded from the TLC; SQLite tracking
-	$(BIN)/mlflow run . --env-manager $(ENV_MANAGER)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager $(ENV_MANAGER)
 
 benchmark: venv  ## featurization and tracking-overhead benchmark (table + benchmarks/results/*.json)
 	$(BIN)/python scripts/benchmark.py
