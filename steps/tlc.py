@@ -1,6 +1,7 @@
 """Reading, downloading and cleaning NYC TLC monthly trip files.
 
-Pure functions plus one side effect (``ensure_local_file`` downloads a missing month).
+Pure functions plus one side effect (``ensure_local_file`` downloads a missing month, and
+keeps it only once it reads as a parquet file with the columns the colour needs).
 Files are read month by month: the TLC changed column types between months (int64 to int32
 location IDs in 2023-02, a ``null``-typed ``ehail_fee``), so one multi-month dataset fails.
 """
@@ -8,9 +9,10 @@ location IDs in 2023-02, a ``null``-typed ``ehail_fee``), so one multi-month dat
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
-import tempfile
+import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -67,11 +69,49 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Download ``url`` to ``dest`` atomically: a failed or partial download leaves no file."""
+def needed_columns(color: str) -> list[str]:
+    """The columns of a TLC file that the model needs, for ``color``."""
+    pickup, dropoff = PICKUP_DROPOFF[color]
+    return [pickup, dropoff, *LOCATION_COLUMNS, "trip_distance"]
+
+
+def _one_line(reason: object) -> str:
+    return " ".join(str(reason).split()) or type(reason).__name__
+
+
+def _check_downloaded(path: Path, color: str) -> None:
+    """Raise ``ValueError`` unless ``path`` is a parquet file usable as a ``color`` month:
+    a footer that reads, the columns the model needs, at least one row."""
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"not a parquet file ({_one_line(exc)})") from exc
+    names = metadata.schema.to_arrow_schema().names
+    missing = [c for c in needed_columns(color) if c not in names]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} (a {color} TLC file needs it)")
+    if metadata.num_rows < 1:
+        raise ValueError("no rows")
+
+
+def _create_beside(dest: Path) -> tuple[int, Path]:
+    """A new, uniquely named hidden file next to ``dest``, created with the user's normal
+    permissions (``0o666`` less the umask, as ``open`` would; ``mkstemp`` would make it 0600)."""
+    while True:
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.part"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def download(url: str, dest: Path, color: str, timeout: float = 60.0) -> None:
+    """Download ``url`` to ``dest`` atomically, keeping it only if it is a usable ``color``
+    month (see ``_check_downloaded``). Any failure (network, HTTP status, a body cut short,
+    an error page served as the file) is a one-line ``DataError`` naming the file and the URL,
+    and leaves no file behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = _create_beside(dest)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "nyc-taxi-duration"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -81,13 +121,18 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
                 out.write(chunk)
                 written += len(chunk)
         if expected is not None and written != int(expected):
-            raise DataError(
-                f"download of {dest.name} from {url} was cut short ({written} of {expected} bytes)"
-            )
+            raise ValueError(f"cut short ({written} of {expected} bytes)")
+        _check_downloaded(tmp, color)
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # URLError covers HTTPError; HTTPException covers IncompleteRead (a chunked body cut
+        # short) and RemoteDisconnected; OSError covers timeouts and resets.
         reason = getattr(exc, "reason", None) or exc
-        raise DataError(f"cannot download {dest.name} from {url}: {reason}") from exc
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {exc.reason}"
+        elif isinstance(exc, http.client.IncompleteRead):
+            reason = f"cut short: {exc!r}"
+        raise DataError(f"cannot download {dest.name} from {url}: {_one_line(reason)}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -96,7 +141,7 @@ def ensure_local_file(raw_dir: Path, color: str, month: str) -> Path:
     """Return the local path of a month's file, downloading it from the TLC if missing."""
     path = Path(raw_dir) / file_name(color, month)
     if not path.exists():
-        download(f"{tlc_base_url()}/{path.name}", path)
+        download(f"{tlc_base_url()}/{path.name}", path, color)
     return path
 
 
@@ -111,7 +156,7 @@ def read_month(path: Path, color: str) -> RawMonth:
     """Read the columns the model needs from one TLC file, checking that they exist."""
     path = Path(path)
     pickup, dropoff = PICKUP_DROPOFF[color]
-    needed = [pickup, dropoff, *LOCATION_COLUMNS, "trip_distance"]
+    needed = needed_columns(color)
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
