@@ -11,11 +11,15 @@ environment MLflow builds from that commit's ``python_env.yaml``. The rerun is l
 experiment ``<original experiment>-reproductions`` and tagged ``reproduces``.
 
 Then it compares: every metric except wall-clock ones (``*_seconds``); for hpo every trial's
-metrics and raw values; for train_best every candidate's metrics and its model payload (the
-booster or estimator contents, the featurizer, the signature and the requirements; not the
-``MLmodel`` IDs and times); for preprocess the input digests, the featurizer and the cleaned
-splits. Prints a table (name, original, rerun, equal) and exits 1 on any difference, 2 when
-the run cannot be reproduced at all.
+metrics and raw values; for train_best every candidate's metrics, its predictions on the
+preprocess run's val and test splits (through the saved pyfunc, bit for bit) and its model
+payload: XGBoost's booster UBJ bytes; a scikit-learn estimator by content (class, parameters,
+every fitted attribute and array, a forest's trees node by node), not by the skops file, whose
+member names embed Python object IDs; the featurizer, the signature and the requirements (not
+the ``MLmodel`` IDs and times); for preprocess the input digests, the featurizer and the
+cleaned splits. Prints a table (name, original, rerun, equal) and exits 1 on any difference (a
+rerun that fails is one: its last lines are printed), 2 when the run cannot be reproduced at
+all (unknown run, no recorded commit or source, commit gone, unsupported entry point).
 """
 
 from __future__ import annotations
@@ -35,17 +39,21 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import yaml
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from steps.predictor import INPUT_COLUMNS, SKOPS_TRUSTED  # noqa: E402
 from steps.tracking import finished_children  # noqa: E402
 
 SUPPORTED = ("preprocess", "hpo", "train_best")
 UPSTREAM_TAG = {"hpo": "preprocess_run_id", "train_best": "hpo_run_id"}
+PREDICTED_SPLITS = ("val", "test")  # the preprocess splits a train_best run's models predict
 
 
 class CannotReproduce(Exception):
@@ -157,9 +165,28 @@ def rerun_parameters(run: Run, entry_point: str, client: MlflowClient) -> dict[s
 # ---- running -------------------------------------------------------------------------------
 
 
+RUN_ID_MARK = "=== Run (ID '"
+TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class Rerun:
+    returncode: int
+    run_id: str | None  # None when `mlflow run` reported no run (it failed before one existed)
+    output: str
+
+
+def reported_run_id(output: str) -> str | None:
+    """The run ID `mlflow run` reports last, as the tests read it (tests/conftest.py)."""
+    for line in reversed(output.splitlines()):
+        if RUN_ID_MARK in line:
+            return line.split(RUN_ID_MARK)[1].split("'")[0]
+    return None
+
+
 def rerun(
     project: Path, entry_point: str, params: dict[str, str], experiment_id: str, env_manager: str
-) -> str:
+) -> Rerun:
     cmd = [
         sys.executable,
         "-m",
@@ -179,11 +206,16 @@ def rerun(
     env = dict(os.environ)
     env.pop("MLFLOW_RUN_ID", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    sys.stderr.write(proc.stderr[-4000:])
-    match = re.search(r"=== Run \(ID '([0-9a-f]+)'\) (succeeded|failed)", proc.stderr + proc.stdout)
-    if proc.returncode != 0 or not match:
-        raise CannotReproduce(f"the rerun of {entry_point} failed (exit {proc.returncode})")
-    return match.group(1)
+    output = proc.stdout + proc.stderr
+    return Rerun(proc.returncode, reported_run_id(output), output)
+
+
+def failed_rerun_rows(again: Rerun) -> list[Row]:
+    """A rerun that did not finish is a difference: the original finished."""
+    rows = [Row("rerun exit code", 0, again.returncode)]
+    if again.returncode == 0:  # finished, yet reported no run to compare
+        rows.append(Row("rerun run ID", "reported", None))
+    return rows
 
 
 # ---- comparing -----------------------------------------------------------------------------
@@ -208,6 +240,161 @@ def file_fingerprint(path: Path) -> str:
     return _digest(path.read_bytes())
 
 
+# A scikit-learn tree's arrays and sizes: its pickled state packs the nodes in a structured
+# array whose padding bytes are not part of the model, so compare field by field.
+TREE_FIELDS = (
+    "node_count",
+    "max_depth",
+    "n_features",
+    "n_outputs",
+    "n_classes",
+    "children_left",
+    "children_right",
+    "feature",
+    "threshold",
+    "missing_go_to_left",
+    "impurity",
+    "n_node_samples",
+    "weighted_n_node_samples",
+    "value",
+)
+
+
+def _array_state(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return f"{a.dtype.str}{list(a.shape)} sha256:{_digest(a.tobytes())}"
+
+
+def estimator_state(obj: object, name: str = "") -> dict[str, str]:
+    """A fitted scikit-learn estimator as {attribute path: exact value}: its class, its
+    parameters (``params.<name>``, from ``get_params``) and every other attribute (the fitted
+    ones), recursively into nested estimators and trees. Arrays are digests of their bytes,
+    floats their hex form: equal states mean equal bits. Nothing in it depends on the process
+    (no object IDs, no file layout)."""
+    if obj is None or isinstance(obj, bool | int | str):
+        return {name: f"{type(obj).__name__}:{obj!r}"}
+    if isinstance(obj, float):
+        return {name: f"float:{obj.hex()}"}
+    if isinstance(obj, np.generic):
+        return {name: f"{obj.dtype.str}:{obj.tobytes().hex()}"}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:  # bytes of an object array are pointers: compare elements
+            state = {name: f"object{list(obj.shape)}"}
+            for i, item in enumerate(obj.ravel().tolist()):
+                state |= estimator_state(item, f"{name}[{i}]")
+            return state
+        return {name: _array_state(obj)}
+    if isinstance(obj, list | tuple):
+        state = {name: f"{type(obj).__name__}[{len(obj)}]"}
+        for i, item in enumerate(obj):
+            state |= estimator_state(item, f"{name}[{i}]")
+        return state
+    if isinstance(obj, dict):
+        state = {name: f"dict{sorted(map(str, obj))}"}
+        for key in sorted(obj, key=str):
+            state |= estimator_state(obj[key], f"{name}[{key!r}]")
+        return state
+    if isinstance(obj, np.random.RandomState):
+        return estimator_state(obj.get_state(legacy=False), f"{name}.state")
+    if sp.issparse(obj):
+        m = obj.tocsr()
+        state = {name: f"{type(obj).__name__}{list(m.shape)}"}
+        for part in ("data", "indices", "indptr"):
+            state[f"{name}.{part}"] = _array_state(getattr(m, part))
+        return state
+    cls = type(obj)
+    state = {f"{name}.class" if name else "class": f"{cls.__module__}.{cls.__qualname__}"}
+    prefix = f"{name}." if name else ""
+    if cls.__module__ == "sklearn.tree._tree" and cls.__name__ == "Tree":
+        for field in TREE_FIELDS:
+            state |= estimator_state(getattr(obj, field), prefix + field)
+        return state
+    if not hasattr(obj, "__dict__"):
+        raise TypeError(f"cannot compare {name or 'the estimator'}: a {cls.__qualname__}")
+    params = obj.get_params(deep=False) if hasattr(obj, "get_params") else {}
+    for key in sorted(params):
+        state |= estimator_state(params[key], f"{prefix}params.{key}")
+    for key in sorted(set(vars(obj)) - set(params)):
+        state |= estimator_state(vars(obj)[key], prefix + key)
+    return state
+
+
+def estimator_differences(a: object, b: object) -> list[str]:
+    """The attribute paths where two estimators differ (empty when bit for bit equal)."""
+    sa, sb = estimator_state(a), estimator_state(b)
+    return sorted(n for n in set(sa) | set(sb) if sa.get(n) != sb.get(n))
+
+
+def _group(state: dict[str, str]) -> dict[str, str]:
+    """One entry per top-level attribute: short values as they are, others as a digest."""
+    parts: dict[str, list[tuple[str, str]]] = {}
+    for path, value in state.items():
+        top = re.split(r"[.\[]", path, maxsplit=1)[0]
+        parts.setdefault(top, []).append((path, value))
+    grouped = {}
+    for top, items in parts.items():
+        if len(items) == 1 and len(items[0][1]) <= 40:
+            grouped[top] = items[0][1]
+        else:
+            grouped[top] = "sha256:" + _digest(json.dumps(sorted(items)).encode())
+    return grouped
+
+
+def estimator_rows(prefix: str, original: object, rerun: object) -> list[Row]:
+    """One row per top-level attribute of the two estimators (class first)."""
+    a, b = _group(estimator_state(original)), _group(estimator_state(rerun))
+    names = sorted(set(a) | set(b), key=lambda n: (n != "class", n))
+    rows = [Row(f"{prefix}estimator {n}", a.get(n), b.get(n)) for n in names]
+    if any(not r.equal for r in rows):
+        differing = estimator_differences(original, rerun)
+        shown = ", ".join(differing[:10]) + (" ..." if len(differing) > 10 else "")
+        print(f"{prefix}estimator: {len(differing)} attributes differ: {shown}", file=sys.stderr)
+    return rows
+
+
+def load_estimator(path: Path):
+    """A skops file, with the project's trusted types: nothing is unpickled."""
+    import skops.io
+
+    return skops.io.load(path, trusted=SKOPS_TRUSTED)
+
+
+def payload_rows(prefix: str, rel: Path, a: Path, b: Path) -> list[Row]:
+    fa, fb = a / rel, b / rel
+    if fa.suffix == ".skops" and fa.exists() and fb.exists():
+        return estimator_rows(prefix, load_estimator(fa), load_estimator(fb))
+    return [
+        Row(
+            f"{prefix}{rel}",
+            file_fingerprint(fa) if fa.exists() else None,
+            file_fingerprint(fb) if fb.exists() else None,
+        )
+    ]
+
+
+def prediction_digest(predictions) -> str:
+    return _array_state(np.asarray(predictions, dtype=np.float64))
+
+
+def prediction_rows(
+    prefix: str, original_uri: str, rerun_uri: str, frames: dict[str, pd.DataFrame]
+) -> list[Row]:
+    """The two saved pyfuncs' predictions on the recorded splits, bit for bit."""
+    a = mlflow.pyfunc.load_model(original_uri)
+    b = mlflow.pyfunc.load_model(rerun_uri)
+    rows = []
+    for split, frame in frames.items():
+        inputs = frame[list(INPUT_COLUMNS)]
+        rows.append(
+            Row(
+                f"{prefix}predictions {split}",
+                prediction_digest(a.predict(inputs)),
+                prediction_digest(b.predict(inputs)),
+            )
+        )
+    return rows
+
+
 def model_rows(prefix: str, original_uri: str, rerun_uri: str, tmp: Path) -> list[Row]:
     a = Path(mlflow.artifacts.download_artifacts(original_uri, dst_path=str(tmp / "a")))
     b = Path(mlflow.artifacts.download_artifacts(rerun_uri, dst_path=str(tmp / "b")))
@@ -218,14 +405,7 @@ def model_rows(prefix: str, original_uri: str, rerun_uri: str, tmp: Path) -> lis
         else []
     )
     for rel in payload + [Path("requirements.txt"), Path("python_env.yaml")]:
-        fa, fb = a / rel, b / rel
-        rows.append(
-            Row(
-                f"{prefix}{rel}",
-                file_fingerprint(fa) if fa.exists() else None,
-                file_fingerprint(fb) if fb.exists() else None,
-            )
-        )
+        rows += payload_rows(prefix, rel, a, b)
     sig_a = yaml.safe_load((a / "MLmodel").read_text()).get("signature")
     sig_b = yaml.safe_load((b / "MLmodel").read_text()).get("signature")
     rows.append(
@@ -251,6 +431,17 @@ def flavor_rows(prefix: str, original_uri: str, rerun_uri: str, tmp: Path) -> li
         )
         for rel in files
     ]
+
+
+def recorded_splits(client: MlflowClient, original: Run, tmp: Path) -> dict[str, pd.DataFrame]:
+    """The val and test splits of the preprocess run the original train_best run read."""
+    preprocess_run_id = original.data.tags["preprocess_run_id"]
+    return {
+        split: pd.read_parquet(
+            client.download_artifacts(preprocess_run_id, f"data/{split}.parquet", str(tmp / "d"))
+        )
+        for split in PREDICTED_SPLITS
+    }
 
 
 def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[Row]:
@@ -297,6 +488,7 @@ def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[
                 )
             )
     elif entry_point == "train_best":
+        frames = recorded_splits(client, original, tmp)
         key = "candidate_rank"
         a = {r.data.tags[key]: r for r in finished_children(original)}
         b = {r.data.tags[key]: r for r in finished_children(again)}
@@ -307,9 +499,9 @@ def compare(client: MlflowClient, original: Run, again: Run, tmp: Path) -> list[
                 prefix, ra.data.metrics if ra else {}, rb.data.metrics if rb else {}
             )
             if ra and rb:
-                rows += model_rows(
-                    prefix, ra.data.tags["model_uri"], rb.data.tags["model_uri"], tmp / f"c{rank}"
-                )
+                uri_a, uri_b = ra.data.tags["model_uri"], rb.data.tags["model_uri"]
+                rows += prediction_rows(prefix, uri_a, uri_b, frames)
+                rows += model_rows(prefix, uri_a, uri_b, tmp / f"c{rank}")
                 if "xgboost_model_uri" in ra.data.tags:
                     rows += flavor_rows(
                         prefix,
@@ -361,9 +553,19 @@ def reproduce(run_id: str, env_manager: str) -> list[Row]:
             f"{source.commit} ({env_manager} environment)",
             file=sys.stderr,
         )
-        again_id = rerun(project, source.entry_point, params, experiment_id, env_manager)
-        client.set_tag(again_id, "reproduces", run_id)
-        return compare(client, original, client.get_run(again_id), Path(tmp))
+        again = rerun(project, source.entry_point, params, experiment_id, env_manager)
+        if again.run_id:
+            client.set_tag(again.run_id, "reproduces", run_id)
+        if again.returncode != 0 or not again.run_id:
+            tail = again.output.splitlines()[-TAIL_LINES:]
+            print(
+                f"the rerun of {source.entry_point} failed (exit {again.returncode}); "
+                f"its last lines:\n" + "\n".join(tail),
+                file=sys.stderr,
+            )
+            return failed_rerun_rows(again)
+        print("\n".join(again.output.splitlines()[-5:]), file=sys.stderr)
+        return compare(client, original, client.get_run(again.run_id), Path(tmp))
 
 
 def main(argv: list[str] | None = None) -> int:
