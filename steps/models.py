@@ -2,7 +2,8 @@
 
 Shared by ``hpo`` (and later steps that retrain a trial). Spaces are the course's:
 XGBoost from the lecture, the random forest from the homework, and the first baselines
-(linear regression, one trial; lasso). ``train_and_evaluate`` is pure apart from the fit.
+(linear regression, one trial; lasso). ``train_and_evaluate`` is pure apart from the fit; its
+``val_rmse`` is of predictions clipped as the saved model clips them (``contract.clip_minutes``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import root_mean_squared_error
 
+from steps.contract import clip_minutes
 from steps.predictor import int32_indices, predict_estimator
 
 MODEL_KINDS = ("xgboost", "random_forest", "linear", "lasso")
@@ -110,13 +112,14 @@ def train_and_evaluate(
         # Keep only the trees up to the best iteration: the model a later step saves.
         booster = booster[: best_iteration + 1]
         train_seconds = time.perf_counter() - started
-        pred = booster.predict(val.dmatrix())
+        pred = clip_minutes(booster.predict(val.dmatrix()))
         return TrialResult(rmse(val.y, pred), train_seconds, booster, best_iteration)
 
     model = make_estimator(kind, params)
     model.fit(int32_indices(train.X), train.y)
     train_seconds = time.perf_counter() - started
-    return TrialResult(rmse(val.y, predict_estimator(model, val.X)), train_seconds, model)
+    pred = clip_minutes(predict_estimator(model, val.X))
+    return TrialResult(rmse(val.y, pred), train_seconds, model)
 
 
 def make_estimator(kind: str, params: dict[str, Any]):

@@ -1,8 +1,12 @@
 """Logging a ``Predictor`` as the MLflow pyfunc ``model`` (models-from-code, native files).
 
-The signature declares location IDs as 64-bit integers (``long``): MLflow widens int32
-columns to it, so months stored either way load. Requirements are exact pins of the
-packages the model imports, read from the running environment (built from the lock).
+The signature names the input columns of ``steps.contract``. It declares location IDs as
+``Any``, not ``long``: MLflow's scoring server casts a request to the signature's types before
+the model sees it, and a ``long`` column turns ``43.5`` into ``43`` silently; with ``Any`` the
+model receives the value sent (an int32 or int64 month alike) and its contract check refuses
+what is not an integer, naming the column and row. ``trip_distance`` is ``double`` (a null
+arrives as NaN, which the check refuses). Requirements are exact pins of the packages the model
+imports, read from the running environment (built from the lock).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
-from steps.predictor import INPUT_COLUMNS, Predictor
+from steps.contract import DISTANCE_COLUMN, INPUT_COLUMNS, LOCATION_COLUMNS
+from steps.predictor import Predictor
 
 MODEL_NAME_IN_RUN = "model"
 XGBOOST_FLAVOR_NAME_IN_RUN = "xgboost_model"
@@ -25,9 +31,8 @@ STEPS_DIR = Path(__file__).resolve().parent
 SIGNATURE = ModelSignature(
     inputs=Schema(
         [
-            ColSpec("long", "PULocationID"),
-            ColSpec("long", "DOLocationID"),
-            ColSpec("double", "trip_distance"),
+            *(ColSpec(AnyType(), name) for name in LOCATION_COLUMNS),
+            ColSpec("double", DISTANCE_COLUMN),
         ]
     ),
     outputs=Schema([ColSpec("double", "duration")]),

@@ -4,6 +4,8 @@ A ``Predictor`` maps raw trip records (``PULocationID``, ``DOLocationID``, ``tri
 other columns ignored) to predicted minutes. It is stored as files a person can open and that
 load without unpickling anything: ``featurizer.json``, ``predictor.json`` (the model kind) and
 the model in a native format: XGBoost's UBJ for boosters, skops for scikit-learn estimators.
+``predict`` enforces ``steps.contract``: it refuses a frame with a record that breaks the input
+contract and returns minutes clipped to the contract's floor.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from steps import contract
+from steps.contract import INPUT_COLUMNS as INPUT_COLUMNS
 from steps.features import Featurizer
 
 FEATURIZER_FILE = "featurizer.json"
 META_FILE = "predictor.json"
 XGBOOST_PAYLOAD = "booster.ubj"
 SKLEARN_PAYLOAD = "estimator.skops"
-INPUT_COLUMNS = ("PULocationID", "DOLocationID", "trip_distance")
 # Types skops does not trust by default that our estimators contain (a forest's trees);
 # a file holding any other unknown type is refused.
 SKOPS_TRUSTED = ["sklearn.tree._tree.Tree"]
@@ -64,13 +67,17 @@ class Predictor:
     model: Any  # xgboost.Booster or a fitted scikit-learn estimator
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Predicted trip durations in minutes (float64), one per row of ``frame``."""
+        """Predicted trip durations in minutes (float64, clipped below), one per row of ``frame``.
+
+        Raises ``contract.ContractError`` naming the column and the first row that breaks the
+        input contract."""
+        contract.check(frame)
         X = self.featurizer.transform(frame)
         if self.kind == "xgboost":
             import xgboost as xgb
 
-            return self.model.predict(xgb.DMatrix(X)).astype(np.float64)
-        return np.asarray(predict_estimator(self.model, X), dtype=np.float64)
+            return contract.clip_minutes(self.model.predict(xgb.DMatrix(X)))
+        return contract.clip_minutes(predict_estimator(self.model, X))
 
     def save(self, directory: Path) -> dict[str, Path]:
         """Write the three files into ``directory``; returns them by role."""
