@@ -38,21 +38,30 @@ class StepCommand(click.Command):
             sys.exit(1)
 
 
-def month_option(name: str, default: str):
-    def check(ctx, param, value):
-        try:
-            return parse_month(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+def _check_month(ctx, param, value):
+    try:
+        return parse_month(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
-    return click.option(
-        f"--{name.replace('_', '-')}",
-        name,
-        default=default,
-        show_default=True,
-        callback=check,
-        help="Month as YYYY-MM.",
+
+def _month_decls(name: str, default: str) -> tuple[list[str], dict]:
+    attrs = dict(
+        default=default, show_default=True, callback=_check_month, help="Month as YYYY-MM."
     )
+    return [f"--{name.replace('_', '-')}", name], attrs
+
+
+def month_param(name: str, default: str) -> click.Option:
+    """A ``YYYY-MM`` option, as an Option object (for shared option lists)."""
+    decls, attrs = _month_decls(name, default)
+    return click.Option(decls, **attrs)
+
+
+def month_option(name: str, default: str):
+    """A ``YYYY-MM`` option, as a decorator."""
+    decls, attrs = _month_decls(name, default)
+    return click.option(*decls, **attrs)
 
 
 def setup_logging() -> None:

@@ -40,6 +40,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from steps import options
 from steps.artifacts import BEST_PARAMS_PATH, load_preprocessed
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
@@ -55,6 +56,7 @@ from steps.tracking import (
     get_step_run,
     log_params_missing,
     resolve_upstream,
+    set_run_name,
     step_run,
 )
 
@@ -85,6 +87,10 @@ class HpoConfig:
             raise UserError(
                 f"early_stopping_rounds must be 0 (off) or more, got {self.early_stopping_rounds}"
             )
+
+    def run_name(self) -> str:
+        """``hpo xgboost``; ``hpo xgboost (resume)`` for a run that resumes a search."""
+        return f"hpo {self.model}" + (" (resume)" if self.resume_run_id else "")
 
     @property
     def n_trials(self) -> int:
@@ -341,7 +347,7 @@ def _original_config(run, given: HpoConfig) -> HpoConfig:
 def run_hpo(config: HpoConfig) -> HpoResult:
     config.validate()
     client = MlflowClient()
-    with step_run("hpo") as run:
+    with step_run("hpo", config.run_name()) as run:
         log_params_missing(config.params())
         experiment_id = run.info.experiment_id
         if config.resume_run_id:
@@ -352,6 +358,7 @@ def run_hpo(config: HpoConfig) -> HpoResult:
                     f"search it resumed, {original.data.tags[RESUMED_FROM_TAG]}"
                 )
             config = _original_config(original, config)
+            set_run_name(config.run_name())  # the search's own model
             parent_run_id = original.info.run_id
             parent_experiment_id = original.info.experiment_id
             mlflow.set_tag(RESUMED_FROM_TAG, parent_run_id)
@@ -409,26 +416,9 @@ def run_hpo(config: HpoConfig) -> HpoResult:
         return HpoResult(parent_run_id, best, records, len(reloaded))
 
 
-@click.command(cls=StepCommand)
+@click.command(cls=StepCommand, params=options.hpo_options())
 @click.option(
     "--preprocess-run-id", default="", help="Default: the latest finished preprocess run."
-)
-@click.option("--model", type=click.Choice(MODEL_KINDS), default="xgboost", show_default=True)
-@click.option("--max-evals", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option(
-    "--num-boost-round",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="XGBoost only.",
-)
-@click.option(
-    "--early-stopping-rounds",
-    type=click.IntRange(min=0),
-    default=50,
-    show_default=True,
-    help="XGBoost only; 0 turns early stopping off.",
 )
 @click.option("--resume-run-id", default="", help="Parent run of a search to resume.")
 def main(

@@ -33,15 +33,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PROJECT_ENTRY_POINT
 from mlflow.utils.string_utils import quote
 
-from steps import tlc
-from steps.cli import StepCommand, month_option, setup_logging
+from steps import options, tlc
+from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
-from steps.models import MODEL_KINDS
-from steps.registry import DEFAULT_MODEL_NAME
 from steps.tracking import log_params_missing, step_run
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-STEPS = ("preprocess", "hpo", "train_best", "register")
+STEPS = options.PIPELINE_STEPS
 KEY_METRIC = {
     "preprocess": "rows_kept_train",
     "hpo": "best_val_rmse",
@@ -151,7 +149,7 @@ def run_step(step: str, params: dict[str, str], experiment_id: str) -> str:
 def run_pipeline(step_params: dict[str, dict[str, str]], use_cache: bool) -> list[StepOutcome]:
     client = MlflowClient()
     outcomes: list[StepOutcome] = []
-    with step_run("main") as run:
+    with step_run("main", "main") as run:
         log_params_missing(
             {k: v for p in step_params.values() for k, v in p.items() if k != "resume_run_id"}
             | {"use_cache": str(use_cache).lower()}
@@ -219,64 +217,18 @@ def _print_summary(run_id, outcomes, name, version, aliases) -> None:
     )
 
 
-@click.command(cls=StepCommand)
-@click.option("--raw-data-path", default="data/raw", show_default=True)
-@click.option("--color", type=click.Choice(tlc.COLORS), default="green", show_default=True)
-@month_option("train_month", "2023-01")
-@month_option("val_month", "2023-02")
-@month_option("test_month", "2023-03")
-@click.option("--model", type=click.Choice(MODEL_KINDS), default="xgboost", show_default=True)
-@click.option("--max-evals", default="50", show_default=True)
-@click.option("--seed", default="42", show_default=True)
-@click.option("--num-boost-round", default="1000", show_default=True)
-@click.option("--early-stopping-rounds", default="50", show_default=True)
-@click.option("--top-n", default="1", show_default=True)
-@click.option("--autolog", default="false", show_default=True)
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option("--select-by", default="val_rmse", show_default=True)
+@click.command(cls=StepCommand, params=options.pipeline_options())
 @click.option("--use-cache", type=click.BOOL, default=True, show_default=True)
-def main(
-    raw_data_path,
-    color,
-    train_month,
-    val_month,
-    test_month,
-    model,
-    max_evals,
-    seed,
-    num_boost_round,
-    early_stopping_rounds,
-    top_n,
-    autolog,
-    model_name,
-    select_by,
-    use_cache,
-):
+def main(use_cache, **values):
     """Run preprocess, hpo, train_best and register in order, reusing unchanged steps.
 
-    Step parameters are passed on as given (strings, as MLflow stores them); each step
-    validates its own.
+    Every step parameter is checked here, with the step's own option and message, before
+    the first step runs; the steps get them back as strings (as MLflow stores them).
     """
+    options.check_pipeline(values)
     setup_logging()
-    step_params = {
-        "preprocess": {
-            "raw_data_path": raw_data_path,
-            "color": color,
-            "train_month": train_month,
-            "val_month": val_month,
-            "test_month": test_month,
-        },
-        "hpo": {
-            "model": model,
-            "max_evals": max_evals,
-            "seed": seed,
-            "num_boost_round": num_boost_round,
-            "early_stopping_rounds": early_stopping_rounds,
-            "resume_run_id": "",
-        },
-        "train_best": {"top_n": top_n, "autolog": autolog},
-        "register": {"model_name": model_name, "select_by": select_by},
-    }
+    step_params = options.step_params(values)
+    step_params["hpo"]["resume_run_id"] = ""
     run_pipeline(step_params, use_cache)
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import click
 import mlflow
 
-from steps import tlc
+from steps import options, tlc
 from steps.artifacts import FEATURIZER_PATH, split_path
-from steps.cli import StepCommand, month_option, setup_logging
+from steps.cli import StepCommand, setup_logging
 from steps.errors import DataError, UserError
 from steps.features import Featurizer
 from steps.tracking import log_params_missing, step_run
@@ -51,6 +51,13 @@ class PreprocessConfig:
     def months(self) -> dict[str, str]:
         return {"train": self.train_month, "val": self.val_month, "test": self.test_month}
 
+    def run_name(self) -> str:
+        """``preprocess 2023-01..03`` (train..test month); the color when not green."""
+        train, test = self.train_month, self.test_month
+        span = f"{train}..{test[5:]}" if train[:4] == test[:4] else f"{train}..{test}"
+        color = "" if self.color == "green" else f" {self.color}"
+        return f"preprocess{color} {span}"
+
     def validate(self) -> None:
         if self.color not in tlc.COLORS:
             raise UserError(f"color must be one of {', '.join(tlc.COLORS)}, got {self.color!r}")
@@ -60,11 +67,7 @@ class PreprocessConfig:
                 tlc.parse_month(month)
             except ValueError as exc:
                 raise UserError(f"{split}_month: {exc}") from None
-        if len(set(months.values())) != len(months):
-            raise UserError(
-                "train, val and test months must be distinct, got "
-                + ", ".join(f"{s}={m}" for s, m in months.items())
-            )
+        options.check_distinct_months(months)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def load_split(config: PreprocessConfig, split: str, month: str):
 def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
     config.validate()
     started = time.perf_counter()
-    with step_run("preprocess") as run:
+    with step_run("preprocess", config.run_name()) as run:
         log_params_missing(
             {
                 "raw_data_path": str(config.raw_data_path),
@@ -156,18 +159,7 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
         )
 
 
-@click.command(cls=StepCommand)
-@click.option(
-    "--raw-data-path",
-    default="data/raw",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of TLC parquet files; missing months are downloaded into it.",
-)
-@click.option("--color", type=click.Choice(tlc.COLORS), default="green", show_default=True)
-@month_option("train_month", "2023-01")
-@month_option("val_month", "2023-02")
-@month_option("test_month", "2023-03")
+@click.command(cls=StepCommand, params=options.preprocess_options())
 def main(raw_data_path, color, train_month, val_month, test_month):
     """Clean three TLC months and fit the featurizer on the train month."""
     setup_logging()

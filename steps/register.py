@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
+from steps import options
 from steps.artifacts import load_preprocessed
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
@@ -52,7 +53,6 @@ from steps.tracking import (
     step_run,
 )
 
-SELECT_BY = ("val_rmse", "test_rmse")
 log = logging.getLogger(__name__)
 
 
@@ -64,9 +64,9 @@ class RegisterConfig:
 
     def validate(self) -> None:
         check_model_name(self.model_name)
-        if self.select_by not in SELECT_BY:
+        if self.select_by not in options.SELECT_BY:
             raise UserError(
-                f"select_by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}"
+                f"select_by must be one of {', '.join(options.SELECT_BY)}, got {self.select_by!r}"
             )
 
 
@@ -79,6 +79,49 @@ class RegisterResult:
     candidate_test_rmse: float
     champion_test_rmse: float | None
     champion: str
+
+
+@dataclass(frozen=True)
+class ChampionVerdict:
+    promote: bool
+    reason: str
+
+
+def decide_champion(
+    version: str, candidate_rmse: float, champion: str | None, champion_rmse: float | None
+) -> ChampionVerdict:
+    """Does ``version`` (test RMSE ``candidate_rmse``) become champion? ``champion`` is the
+    current champion's version (None: there is none) and ``champion_rmse`` its test RMSE on the
+    same month (not needed when there is no champion or it is ``version`` itself)."""
+    if champion is None:
+        return ChampionVerdict(
+            True, f"promoted: there was no champion (test_rmse {candidate_rmse!r})"
+        )
+    if champion == version:
+        return ChampionVerdict(
+            False,
+            f"kept: version {version} is already the champion (test_rmse {candidate_rmse!r}; "
+            "nothing to compare it with)",
+        )
+    if candidate_rmse < champion_rmse:
+        return ChampionVerdict(
+            True,
+            f"promoted: test_rmse {candidate_rmse!r} < champion version {champion}'s "
+            f"{champion_rmse!r}",
+        )
+    return ChampionVerdict(
+        False,
+        f"not promoted: test_rmse {candidate_rmse!r} >= champion version {champion}'s "
+        f"{champion_rmse!r}",
+    )
+
+
+def outcome_line(result: RegisterResult) -> str:
+    """What the register step did, in one line: the version, the decision, the champion."""
+    return (
+        f"{result.name} version {result.version} (@challenger): {result.decision}; "
+        f"@champion = version {result.champion}"
+    )
 
 
 def candidates_of(train_run: Run) -> list[Run]:
@@ -131,7 +174,7 @@ def test_rmse_of(model_uri: str, test_frame) -> float:
 def run_register(config: RegisterConfig) -> RegisterResult:
     config.validate()
     client = MlflowClient()
-    with step_run("register") as run:
+    with step_run("register", f"register {config.model_name}") as run:
         log_params_missing(
             {
                 "train_run_id": config.train_run_id or "",
@@ -198,24 +241,15 @@ def run_register(config: RegisterConfig) -> RegisterResult:
         test = frames["test"]
         candidate_rmse = test_rmse_of(f"models:/{name}/{version.version}", test)
         current = champion_version(client, name)
+        current_version = None if current is None else str(current.version)
         champion_rmse = None
-        if current is None:
-            decision = "promoted: there was no champion"
-        elif str(current.version) == str(version.version):
-            decision = "kept: this version is already the champion"
-        else:
-            champion_rmse = test_rmse_of(f"models:/{name}/{current.version}", test)
-            if candidate_rmse < champion_rmse:
-                decision = (
-                    f"promoted: test_rmse {candidate_rmse!r} < champion version "
-                    f"{current.version}'s {champion_rmse!r}"
-                )
-            else:
-                decision = (
-                    f"not promoted: test_rmse {candidate_rmse!r} >= champion version "
-                    f"{current.version}'s {champion_rmse!r}"
-                )
-        if decision.startswith("promoted"):
+        if current_version not in (None, str(version.version)):
+            champion_rmse = test_rmse_of(f"models:/{name}/{current_version}", test)
+        verdict = decide_champion(
+            str(version.version), candidate_rmse, current_version, champion_rmse
+        )
+        decision = verdict.reason
+        if verdict.promote:
             promote(client, name, version.version, f"register run {run.info.run_id}: {decision}")
         champion = str(champion_version(client, name).version)
 
@@ -243,26 +277,13 @@ def run_register(config: RegisterConfig) -> RegisterResult:
         )
 
 
-@click.command(cls=StepCommand)
+@click.command(cls=StepCommand, params=options.register_options())
 @click.option("--train-run-id", default="", help="Default: the latest finished train_best run.")
-@click.option("--model-name", default=DEFAULT_MODEL_NAME, show_default=True)
-@click.option(
-    "--select-by",
-    type=click.Choice(SELECT_BY),
-    default="val_rmse",
-    show_default=True,
-    help="Metric that picks the candidate (lower is better).",
-)
 def main(train_run_id, model_name, select_by):
     """Register the best candidate; set challenger, and champion if it wins on test."""
     setup_logging()
     result = run_register(RegisterConfig(train_run_id or None, model_name, select_by))
-    champion = "none" if result.champion_test_rmse is None else repr(result.champion_test_rmse)
-    click.echo(
-        f"{result.name} version {result.version} (@challenger): test_rmse "
-        f"{result.candidate_test_rmse!r}; champion's test_rmse {champion}; {result.decision}; "
-        f"@champion = version {result.champion}"
-    )
+    click.echo(outcome_line(result))
 
 
 if __name__ == "__main__":

@@ -15,23 +15,43 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from steps.errors import UserError
 
 STEP_TAG = "step"
 RESUMED_FROM_TAG = "resumed_from"
+# MLflow 3's UI opens an experiment in the view its kind names; without this tag it may guess
+# GenAI and show an empty "Traces" page instead of the training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 log = logging.getLogger(__name__)
 
 
+def set_run_name(name: str) -> None:
+    """Rename the active run (``mlflow run`` created it under a random name)."""
+    mlflow.set_tag(MLFLOW_RUN_NAME, name)
+
+
+def ensure_experiment_kind(experiment_id: str) -> None:
+    """Tag the experiment as model development unless it already has a kind."""
+    client = MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
 @contextlib.contextmanager
-def step_run(step: str) -> Iterator[Run]:
+def step_run(step: str, name: str | None = None) -> Iterator[Run]:
     """Start (or, under ``mlflow run``, continue) the step's run; FAILED if the body raises.
 
     ``mlflow.start_run`` picks up ``MLFLOW_RUN_ID`` set by ``mlflow run``; run directly, it
     creates a run in the experiment that ``MLFLOW_EXPERIMENT_ID``/``_NAME`` names, if any.
+    ``name`` (default: ``step``) becomes the run's name, so that the UI says what each run is.
     """
     with mlflow.start_run() as run:
         mlflow.set_tag(STEP_TAG, step)
+        set_run_name(name or step)
+        ensure_experiment_kind(run.info.experiment_id)
         yield run
 
 

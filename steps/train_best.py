@@ -10,7 +10,7 @@ Writes to its run: params ``hpo_run_id``, ``top_n``, ``autolog``; tags ``step=tr
 ``hpo_run_id`` (resolved), ``preprocess_run_id``, ``model``, ``best_candidate_run_id``;
 metrics ``best_val_rmse``, ``n_candidates``.
 
-Each candidate is a nested run named ``candidate-R-trial-NNN`` with:
+Each candidate is a nested run named ``candidate-R (trial NNN)`` with:
 - params: the trial's typed params; tags ``hpo_trial_run_id``, ``hpo_trial_id``,
   ``candidate_rank``, ``model``, ``model_uri`` (the pyfunc) and, for XGBoost,
   ``xgboost_model_uri``
@@ -37,7 +37,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from steps import reports
+from steps import options, reports
 from steps.artifacts import load_preprocessed
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
@@ -50,6 +50,7 @@ from steps.tracking import (
     get_step_run,
     log_params_missing,
     resolve_upstream,
+    set_run_name,
     step_run,
 )
 
@@ -140,6 +141,11 @@ def _data_rows(preprocess: Run) -> list[dict[str, str]]:
     ]
 
 
+def candidate_run_name(rank: int, trial_id: int) -> str:
+    """``candidate-1 (trial 007)``: its rank by val_rmse and the hpo trial it retrains."""
+    return f"candidate-{rank} (trial {trial_id:03d})"
+
+
 def train_candidate(
     rank: int,
     trial: Run,
@@ -153,7 +159,7 @@ def train_candidate(
 ) -> Candidate:
     trial_id = int(trial.data.tags["trial_id"])
     params = json.loads(trial.data.tags["trial.params"])
-    with mlflow.start_run(nested=True, run_name=f"candidate-{rank}-trial-{trial_id:03d}") as run:
+    with mlflow.start_run(nested=True, run_name=candidate_run_name(rank, trial_id)) as run:
         mlflow.set_tags(
             {
                 "hpo_trial_run_id": trial.info.run_id,
@@ -263,6 +269,7 @@ def run_train_best(config: TrainBestConfig) -> TrainBestResult:
             )
         hpo_params = hpo_run.data.params
         kind = hpo_params["model"]
+        set_run_name(f"train_best {kind}")
         settings = XGBoostSettings(
             int(hpo_params["num_boost_round"]), int(hpo_params["early_stopping_rounds"])
         )
@@ -298,22 +305,8 @@ def run_train_best(config: TrainBestConfig) -> TrainBestResult:
         return result
 
 
-@click.command(cls=StepCommand)
+@click.command(cls=StepCommand, params=options.train_best_options())
 @click.option("--hpo-run-id", default="", help="Default: the latest finished hpo run.")
-@click.option(
-    "--top-n",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="How many of the search's best trials (by val_rmse) to retrain.",
-)
-@click.option(
-    "--autolog",
-    type=click.BOOL,
-    default=False,
-    show_default=True,
-    help="Also turn on MLflow autologging for XGBoost / scikit-learn.",
-)
 def main(hpo_run_id, top_n, autolog):
     """Retrain the best hpo trials and log each as a pyfunc model."""
     setup_logging()
