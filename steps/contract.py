@@ -81,7 +81,7 @@ def _problems(frame: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
                 ("is null or NaN", null),
                 ("is not a number", not_number),
                 ("is infinite", np.isinf(values)),
-                ("is negative", values < 0),
+                ("is negative", np.isfinite(values) & (values < 0)),
             ]
         else:
             finite = np.isfinite(values)
