@@ -154,9 +154,8 @@ def test_pipeline_against_a_local_server(tmp_path, clone, tlc_dir):
 @pytest.fixture(scope="module")
 def team_server(tmp_path_factory):
     # PostgreSQL runs as `postgres`, which must reach the folder: not under pytest's
-    # root-only temp root.
+    # root-only temp root. The script itself makes the folder root:postgres 710.
     state = Path(tempfile.mkdtemp(prefix="team-server-", dir="/tmp"))
-    os.chmod(state, 0o755)
     env = {
         **os.environ,
         "TEAM_SERVER_DIR": str(state),
@@ -296,6 +295,147 @@ def test_served_artifacts_reach_a_client_without_folder_access(team_server, tmp_
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "hello through the server"
+
+
+# ---- scenario 3: who gets in ---------------------------------------------------------------
+
+SECRET_FILES = ("db_password", "pgpass", "flask_secret", "basic_auth.ini")
+# How PostgreSQL (or the kernel, for the socket) turns a connection down.
+REFUSALS = (
+    "Permission denied",  # the socket's folders: no way in
+    "no pg_hba.conf entry",  # a role, database or method the rules do not admit
+    "no password supplied",  # the mlflow role over TCP, without its password
+    "password authentication failed",  # ... or with a wrong one
+)
+
+
+def _as_root_running_the_script():
+    if os.geteuid() != 0:
+        pytest.skip("the team server's access rules are tested as root, the way it runs")
+
+
+def psql_as(user: str, host: str, port: str, role: str, db: str, password: str | None = None):
+    """``psql -c 'SELECT 1'`` as OS user ``user``, never prompting, no ~/.pgpass."""
+    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "5", "PGPASSFILE": "/dev/null"}
+    if password is not None:
+        env["PGPASSWORD"] = password
+    cmd = [shutil.which("psql") or "psql", "-X", "-w", "-tA", "-h", host, "-p", port]
+    cmd += ["-U", role, "-d", db, "-c", "SELECT 1"]
+    if user != "root":
+        cmd = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", user, "--", *cmd]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_postgres_admits_only_its_own_os_user_and_the_servers_role(team_server):
+    _as_root_running_the_script()
+    state, port = team_server["state"], team_server["env"]["PG_PORT"]
+    socket_dir = str(state / "pgsock")
+    # The way in that must work, so that the refusals below are the rules, not a dead server.
+    assert psql_as("postgres", socket_dir, port, "postgres", "postgres").stdout.strip() == "1"
+    password = (state / "db_password").read_text().strip()
+    assert psql_as("root", "127.0.0.1", port, "mlflow", "mlflow", password).stdout.strip() == "1"
+
+    attempts = [
+        (host, role, db, pw)
+        for role in ("postgres", "mlflow", "mlflow_auth", "nobody", "root")
+        for host, dbs in (
+            (socket_dir, ("postgres", "mlflow")),
+            ("127.0.0.1", ("postgres", "mlflow", "mlflow_auth", "template1")),
+        )
+        for db in dbs
+        for pw in (None, "wrong-password")
+    ]
+    for host, role, db, pw in attempts:
+        got = psql_as("nobody", host, port, role, db, pw)
+        assert got.returncode != 0 and "1" not in got.stdout, (host, role, db, pw, got.stdout)
+        assert any(r in got.stderr for r in REFUSALS), (host, role, db, pw, got.stderr)
+    # the server's OS user is the only local one: root, too, is refused as postgres on the socket
+    got = psql_as("root", socket_dir, port, "postgres", "postgres")
+    assert got.returncode != 0 and "Peer authentication failed" in got.stderr, got.stderr
+    # and the cluster has no socket anywhere else
+    for folder in ("/var/run/postgresql", "/run/postgresql", "/tmp"):
+        assert not Path(folder, f".s.PGSQL.{port}").exists()
+
+
+def test_team_server_state_is_its_owners_alone(team_server):
+    _as_root_running_the_script()
+    state = team_server["state"]
+    postgres_gid = int(
+        subprocess.run(["id", "-g", "postgres"], capture_output=True, text=True).stdout
+    )
+    for folder in (state, state / "logs"):  # postgres may pass through, nobody else
+        info = folder.stat()
+        assert (info.st_mode & 0o777, info.st_uid, info.st_gid) == (0o710, 0, postgres_gid)
+    for name in SECRET_FILES:
+        info = (state / name).stat()
+        assert (info.st_mode & 0o777, info.st_uid) == (0o600, 0), name
+    paths = [Path(d) / n for d, dirs, files in os.walk(state) for n in dirs + files]
+    loose = [
+        (str(p), oct(p.lstat().st_mode & 0o777))
+        for p in paths
+        if p.lstat().st_mode & (0o077 if p != state / "logs" else 0o067)
+    ]
+    assert loose == []  # nothing under the state folder grants anything to group or others
+    readable = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            "sh",
+            "-c",
+            'ls "$0" && echo "listed $0"; for f; do cat "$f" >/dev/null && echo "read $f"; done',
+            str(state),
+            *(str(p) for p in paths if p.is_file()),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert readable.stdout == "", readable.stdout
+    assert "Permission denied" in readable.stderr
+
+
+def _secrets(team_server) -> dict[str, str]:
+    state = team_server["state"]
+    return {
+        "database password": (state / "db_password").read_text().strip(),
+        "CSRF key": (state / "flask_secret").read_text().strip(),
+        "admin password": ADMIN_PASSWORD,
+    }
+
+
+def test_no_password_on_the_servers_command_lines(team_server):
+    """``ps`` (every process's arguments, untruncated) shows no secret while the server runs."""
+    _as_root_running_the_script()
+    secrets = _secrets(team_server)
+    args = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "mlflow server" in args and "huey" in args  # the server and its workers are listed
+    for what, secret in secrets.items():
+        assert secret not in args, f"the {what} is on a command line"
+
+
+def test_no_password_on_the_command_line_of_anything_the_script_runs(team_server, tmp_path):
+    """Every program the script starts (psql with the role's password, runuser, tee ...),
+    traced as it starts: none has a secret in its arguments. (The tracking server itself is
+    already running: the test above looks at its command line.)"""
+    _as_root_running_the_script()
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    trace = tmp_path / "execve.log"
+    up = subprocess.run(
+        [strace, "-f", "-qq", "-e", "trace=execve", "-s", "100000", "-o", str(trace)]
+        + [str(REPO / "scripts" / "team-server-up.sh")],
+        env=team_server["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert up.returncode == 0, up.stderr[-2000:]
+    calls = [line for line in trace.read_text().splitlines() if "execve(" in line]
+    assert any("psql" in c for c in calls) and any("pg_ctl" in c for c in calls)
+    for what, secret in _secrets(team_server).items():
+        assert not [c for c in calls if secret in c], f"the {what} is on a command line"
 
 
 def test_s3_artifact_destination_on_an_s3_compatible_server(tmp_path):
