@@ -6,17 +6,12 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 import yaml
@@ -24,6 +19,7 @@ import yaml
 from steps import tlc
 from steps.features import Featurizer
 from tests.conftest import assert_ok, manifest, mlflow_run, tlc_file, write_yellow_copy
+from tests.test_serving import post, served
 
 pytestmark = pytest.mark.slow
 INPUT = ["PULocationID", "DOLocationID", "trip_distance"]
@@ -240,64 +236,13 @@ def champion(shared_tracking, train_run):
     return name
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url, payload):
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
 def test_champion_loads_by_alias_and_serves_over_http(shared_tracking, champion):
     uri = f"models:/{champion}@champion"
     model = mlflow.pyfunc.load_model(uri)
     raw = pd.read_parquet(tlc_file("2023-03")).head(5)
     expected = model.predict(raw)
 
-    port = free_port()
-    env = shared_tracking.env()
-    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            uri,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None, "mlflow models serve exited"
-                assert time.monotonic() < deadline, "server did not answer /ping"
-                time.sleep(0.5)
+    with served(shared_tracking, uri) as base:
         records = json.loads(raw.to_json(orient="records", date_format="iso"))  # all columns
         status, body = post(f"{base}/invocations", {"dataframe_records": records})
         assert status == 200, body
@@ -307,34 +252,54 @@ def test_champion_loads_by_alias_and_serves_over_http(shared_tracking, champion)
         status, body = post(f"{base}/invocations", {"dataframe_records": bad})
         assert status == 400
         assert "trip_distance" in body["message"]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
 
 
-def test_batch_scoring_a_month(shared_tracking, champion, tlc_dir, tmp_path):
+def month_with_bad_rows(dest_dir: Path, month: str = "2023-03") -> tuple[Path, dict[int, str]]:
+    """A copy of a real month with a few rows that break the input contract; their reasons."""
+    table = pq.read_table(tlc_file(month))
+    frame = table.to_pandas()
+    frame["PULocationID"] = frame["PULocationID"].astype("float64")
+    bad = {
+        5: ("trip_distance", None, "trip_distance is null or NaN"),
+        7: ("trip_distance", -2.0, "trip_distance is negative"),
+        9: ("trip_distance", np.inf, "trip_distance is infinite"),
+        11: ("PULocationID", None, "PULocationID is null"),
+        13: ("PULocationID", 43.5, "PULocationID is not an integer"),
+    }
+    for row, (column, value, _) in bad.items():
+        frame.loc[row, column] = value
+    dest = dest_dir / tlc.file_name("green", month)
+    frame.to_parquet(dest, index=False)
+    return dest, {row: reason for row, (_, _, reason) in bad.items()}
+
+
+def test_batch_scoring_a_month(shared_tracking, champion, tmp_path):
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    source, reasons = month_with_bad_rows(raw_dir)
     out = tmp_path / "scored" / "march.parquet"
-    run_id = assert_ok(
-        mlflow_run(
-            shared_tracking,
-            "score",
-            {
-                "model_uri": f"models:/{champion}@champion",
-                "raw_data_path": tlc_dir,
-                "month": "2023-03",
-                "output_path": out,
-            },
-        )
+    completed = mlflow_run(
+        shared_tracking,
+        "score",
+        {
+            "model_uri": f"models:/{champion}@champion",
+            "raw_data_path": raw_dir,
+            "month": "2023-03",
+            "output_path": out,
+        },
     )
+    run_id = assert_ok(completed)
     scored = pd.read_parquet(out)
-    raw = pd.read_parquet(tlc_file("2023-03"))
-    assert len(scored) == len(raw) == int(manifest()["green_tripdata_2023-03.parquet"]["rows"])
+    raw = pd.read_parquet(source)
+    rows = int(manifest()["green_tripdata_2023-03.parquet"]["rows"])
+    assert len(scored) == len(raw) == rows  # every row kept, bad ones too
     assert list(scored.columns) == [
         "pickup_datetime",
         "PULocationID",
         "DOLocationID",
         "trip_distance",
         "predicted_duration",
+        "rejected_reason",
         "model_name",
         "model_version",
         "model_uri",
@@ -342,9 +307,23 @@ def test_batch_scoring_a_month(shared_tracking, champion, tlc_dir, tmp_path):
     version = str(shared_tracking.client.get_model_version_by_alias(champion, "champion").version)
     assert set(scored["model_version"]) == {version}
     assert (scored["pickup_datetime"].to_numpy() == raw["lpep_pickup_datetime"].to_numpy()).all()
+
+    rejected = scored["rejected_reason"].notna().to_numpy()
+    assert dict(scored.loc[rejected, "rejected_reason"]) == reasons
+    assert pq.read_table(out).column("predicted_duration").null_count == len(reasons)
     model = mlflow.pyfunc.load_model(f"models:/{champion}/{version}")
-    np.testing.assert_array_equal(scored["predicted_duration"].to_numpy(), model.predict(raw))
-    assert shared_tracking.client.get_run(run_id).data.metrics["rows_scored"] == len(raw)
+    np.testing.assert_array_equal(
+        scored.loc[~rejected, "predicted_duration"].to_numpy(), model.predict(raw[~rejected])
+    )
+    metrics = shared_tracking.client.get_run(run_id).data.metrics
+    assert metrics["rows_rejected"] == len(reasons)
+    assert metrics["rows_scored"] == rows - len(reasons)
+    assert f"{rows - len(reasons)} of {rows} trips scored, {len(reasons)} rejected" in (
+        completed.output
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_autolog_without_densifying_or_pickles(shared_tracking, tiny_search):
