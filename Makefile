@@ -12,18 +12,21 @@ BUILD_DEPS := pip==26.3 setuptools==84.2.1 wheel==0.48.0
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-venv: $(VENV)/.installed  ## create .venv from requirements.lock (Python 3.11.7)
+venv: $(VENV)/.installed  ## create .venv from requirements-dev.lock (runtime + dev tools, Python 3.11.7)
 
-$(VENV)/.installed: requirements.lock python_env.yaml plugin/pyproject.toml plugin/nyc_taxi_duration_defaults.py
+$(VENV)/.installed: requirements-dev.lock python_env.yaml plugin/pyproject.toml plugin/nyc_taxi_duration_defaults.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(BUILD_DEPS)
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation ./plugin
 	touch $@
 
-lock: venv  ## re-resolve requirements.in to the newest versions that work together
-	$(BIN)/uv pip compile requirements.in --universal --python-version 3.11 --upgrade \
-		--custom-compile-command "make lock" -o requirements.lock
+# The dev lock is resolved first (newest versions that work with the dev tools too); the runtime
+# lock, what `mlflow run` installs, is then pinned to the same versions.
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+lock: venv  ## re-resolve both locks (runtime requirements.lock, dev requirements-dev.lock) to the newest versions
+	$(BIN)/uv pip compile requirements-dev.in $(LOCK_FLAGS) --upgrade -o requirements-dev.lock
+	$(BIN)/uv pip compile requirements.in -c requirements-dev.lock $(LOCK_FLAGS) -o requirements.lock
 
 test: venv  ## run every test, slow ones included (needs ../shared/data/tlc)
 	$(BIN)/pytest
