@@ -29,8 +29,8 @@ INPUT_COLUMNS = (*LOCATION_COLUMNS, DISTANCE_COLUMN)
 LOCATION_ID_LIMIT = 2**31  # exclusive; the featurizer packs a pickup/drop-off pair in 64 bits
 MIN_PREDICTED_MINUTES = MIN_DURATION_MINUTES
 CONTRACT_SUMMARY = (
-    "a trip needs PULocationID and DOLocationID as integers in [0, 2**31) "
-    "and trip_distance as a finite number >= 0"
+    f"a trip needs {' and '.join(LOCATION_COLUMNS)} as integers in [0, 2**31) "
+    f"and {DISTANCE_COLUMN} as a finite number >= 0"
 )
 
 
