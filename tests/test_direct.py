@@ -8,9 +8,8 @@ from click.testing import CliRunner
 
 from steps import hpo, preprocess
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_steps_run_directly(tracking, tlc_dir):
     runner = CliRunner()
     result = runner.invoke(preprocess.main, ["--raw-data-path", str(tlc_dir)])

@@ -1,9 +1,11 @@
-"""`mlflow run .` (entry point main): the four steps nested under one run, step caching,
-and a failing step. Runs on a clean clone, as CI and a new user have it."""
+"""`mlflow run .` (entry point main): the four steps nested under one run, their names, step
+caching, a bad parameter rejected before any step, and a failing step. Runs on a clean clone,
+as CI and a new user have it."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -41,6 +43,20 @@ def test_main_runs_all_steps_then_reuses_them(tracking, clone, tmp_path, tlc_dir
     main_run = tracking.client.get_run(first)
     assert main_run.data.tags["step"] == "main"
     steps = step_runs(tracking, first)
+    names = {step: run.info.run_name for step, run in steps.items()}
+    assert names | {"main": main_run.info.run_name} == {
+        "main": "main",
+        "preprocess": "preprocess 2023-01..03",
+        "hpo": "hpo xgboost",
+        "train_best": "train_best xgboost",
+        "register": "register nyc-taxi-regressor",
+    }
+    (trial,) = tracking.runs(f"tags.mlflow.parentRunId = '{steps['hpo'].info.run_id}'")
+    assert trial.info.run_name == "trial-000"
+    (candidate,) = tracking.runs(f"tags.mlflow.parentRunId = '{steps['train_best'].info.run_id}'")
+    assert candidate.info.run_name == "candidate-1 (trial 000)"
+    kind = tracking.client.get_experiment(tracking.experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
     assert sorted(steps) == sorted(STEPS)  # each step nested under main
     for step, run in steps.items():
         assert run.info.status == "FINISHED"
@@ -102,21 +118,48 @@ def test_main_runs_all_steps_then_reuses_them(tracking, clone, tmp_path, tlc_dir
     assert cached_flags(tracking, sixth) == ["False"] * 4
 
 
-def test_a_failing_step_stops_main_and_keeps_earlier_runs(tracking, clone, tlc_dir):
+def test_a_bad_step_parameter_fails_main_in_seconds(tracking, clone, tlc_dir):
     project, _ = clone
-    params = {"raw_data_path": tlc_dir, **SMALL, "max_evals": 0}  # hpo rejects it
+    params = {"raw_data_path": tlc_dir, **SMALL, "top_n": 0}  # train_best's, the third step
+    started = time.monotonic()
+    completed = mlflow_run(tracking, "main", params, project=project)
+    seconds = time.monotonic() - started
+    assert completed.returncode != 0
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("Error: ")]
+    assert errors == ["Error: Invalid value for '--top-n': 0 is not in the range x>=1."]
+    (main_run,) = tracking.runs()  # no step ran
+    assert main_run.info.status == "FAILED"
+    print(f"main rejected top_n=0 in {seconds:.1f} s")
+    assert seconds < 60  # mlflow run's own start-up; no step, no search
+
+
+def test_a_failing_step_stops_main_and_keeps_earlier_runs(tracking, clone, tlc_dir, tmp_path):
+    """register fails at run time: the champion it must beat cannot be loaded."""
+    project, _ = clone
+    client = tracking.client
+    client.create_registered_model("nyc-taxi-regressor")
+    client.create_model_version("nyc-taxi-regressor", source=str(tmp_path / "gone"))
+    client.set_registered_model_alias("nyc-taxi-regressor", "champion", "1")
+    params = {"raw_data_path": tlc_dir, **SMALL}
     completed = mlflow_run(tracking, "main", params, project=project)
     assert completed.returncode != 0
-    assert "Error: step hpo failed" in completed.stderr
+    assert "Error: step register failed" in completed.stderr
     (main_run,) = tracking.runs("tags.step = 'main'")
     assert main_run.info.status == "FAILED"
-    (pre,) = tracking.runs("tags.step = 'preprocess'")
-    assert pre.info.status == "FINISHED"
-    assert main_run.data.tags["preprocess.run_id"] == pre.info.run_id
-    # the next main reuses it
-    fixed = assert_ok(mlflow_run(tracking, "main", {**params, "max_evals": 1}, project=project))
-    assert tracking.client.get_run(fixed).data.tags["preprocess.run_id"] == pre.info.run_id
-    assert cached_flags(tracking, fixed)[0] == "True"
+    earlier = {}
+    for step in STEPS[:3]:
+        (earlier[step],) = tracking.runs(f"tags.step = '{step}'")
+        assert earlier[step].info.status == "FINISHED"
+        assert main_run.data.tags[f"{step}.run_id"] == earlier[step].info.run_id
+    (register,) = tracking.runs("tags.step = 'register'")
+    assert register.info.status == "FAILED"
+    # once the champion is gone, the next main reuses the three earlier runs
+    client.delete_registered_model_alias("nyc-taxi-regressor", "champion")
+    fixed = assert_ok(mlflow_run(tracking, "main", params, project=project))
+    tags = tracking.client.get_run(fixed).data.tags
+    for step, run in earlier.items():
+        assert tags[f"{step}.run_id"] == run.info.run_id
+    assert cached_flags(tracking, fixed) == ["True", "True", "True", "False"]
 
 
 def test_main_help_lists_every_step_parameter(clone):

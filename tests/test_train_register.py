@@ -197,17 +197,25 @@ def test_register_promote_keep_and_rollback(shared_tracking, train_run, worse_tr
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
 
-    # 4. registering the same candidate twice gives one version
-    assert_ok(
-        mlflow_run(shared_tracking, "register", {"train_run_id": train_run, "model_name": name})
+    # 4. registering the same candidate twice gives one version, and says it is champion
+    completed = mlflow_run(
+        shared_tracking, "register", {"train_run_id": train_run, "model_name": name}
     )
+    fourth = client.get_run(assert_ok(completed))
     assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    assert f"{name} version 2 (@challenger): kept: version 2 is already the champion" in (
+        completed.output
+    )
+    assert "champion_test_rmse" not in fourth.data.metrics  # nothing to compare with
+    assert "test_rmse none" not in completed.output
 
     # 5. rollback to v1, with a reason
     completed = mlflow_run(
         shared_tracking, "rollback", {"model_name": name, "version": 1, "reason": "v2 drifts"}
     )
-    assert_ok(completed)
+    rollback = client.get_run(assert_ok(completed))
+    assert f"{name}: rolled back: champion 2 -> 1 (v2 drifts)" in completed.output
+    assert rollback.info.run_name == f"rollback {name} to 1"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert client.get_model_version(name, "1").tags["promotion_reason"] == "rollback: v2 drifts"
     assert client.get_model_version(name, "2").tags["replaced_by_version"] == "1"
