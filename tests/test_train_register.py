@@ -17,6 +17,7 @@ import xgboost as xgb
 import yaml
 
 from steps import tlc
+from steps.contract import clip_minutes
 from steps.features import Featurizer
 from tests.conftest import assert_ok, manifest, mlflow_run, tlc_file, write_yellow_copy
 from tests.test_serving import post, served
@@ -116,16 +117,16 @@ def test_saved_model_agrees_with_logged_metrics(shared_tracking, train_run, tmp_
     local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(tmp_path)))
     featurizer = Featurizer.load(next(local.rglob("featurizer.json")))
     np.testing.assert_array_equal(
-        booster.predict(xgb.DMatrix(featurizer.transform(raw))).astype(np.float64),
+        clip_minutes(booster.predict(xgb.DMatrix(featurizer.transform(raw)))),
         model.predict(raw),
     )
-    # nothing pickled; the signature declares 64-bit location IDs
+    # nothing pickled; the signature names the contract's columns (IDs "any": steps/packaging.py)
     assert not [p for p in local.rglob("*") if p.suffix in {".pkl", ".pickle", ".cloudpickle"}]
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert {c["name"]: c["type"] for c in inputs} == {
-        "PULocationID": "long",
-        "DOLocationID": "long",
+        "PULocationID": "any",
+        "DOLocationID": "any",
         "trip_distance": "double",
     }
     assert (local / "input_example.json").exists()
