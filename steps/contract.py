@@ -10,6 +10,10 @@ from its distance alone.
 Output: minutes, never below ``MIN_PREDICTED_MINUTES`` (the shortest trip the training data
 keeps, ``tlc.MIN_DURATION_MINUTES``): a model that would predict less returns that floor.
 
+This module ships inside every model (steps/packaging.py), so it imports nothing from the
+project: the column names and the floor are spelled here, and a test holds them equal to
+``tlc``'s.
+
 ``row_reasons`` says, per row, why a record breaks the contract (``None`` when it does not);
 ``check`` raises ``ContractError`` naming the column and the first offending row. The served
 model calls ``check`` (one bad record refuses the request); batch ``score`` calls
@@ -22,12 +26,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from steps.tlc import LOCATION_COLUMNS, MIN_DURATION_MINUTES
-
+LOCATION_COLUMNS = ("PULocationID", "DOLocationID")
 DISTANCE_COLUMN = "trip_distance"
 INPUT_COLUMNS = (*LOCATION_COLUMNS, DISTANCE_COLUMN)
 LOCATION_ID_LIMIT = 2**31  # exclusive; the featurizer packs a pickup/drop-off pair in 64 bits
-MIN_PREDICTED_MINUTES = MIN_DURATION_MINUTES
+MIN_PREDICTED_MINUTES = 1.0  # = tlc.MIN_DURATION_MINUTES
 CONTRACT_SUMMARY = (
     f"a trip needs {' and '.join(LOCATION_COLUMNS)} as integers in [0, 2**31) "
     f"and {DISTANCE_COLUMN} as a finite number >= 0"

@@ -4,8 +4,8 @@ A ``Predictor`` maps raw trip records (``PULocationID``, ``DOLocationID``, ``tri
 other columns ignored) to predicted minutes. It is stored as files a person can open and that
 load without unpickling anything: ``featurizer.json``, ``predictor.json`` (the model kind) and
 the model in a native format: XGBoost's UBJ for boosters, skops for scikit-learn estimators.
-``predict`` enforces ``steps.contract``: it refuses a frame with a record that breaks the input
-contract and returns minutes clipped to the contract's floor.
+``predict`` enforces the input contract (``contract``): it refuses a frame with a record that
+breaks it and returns minutes clipped to the contract's floor.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from steps import contract
-from steps.contract import INPUT_COLUMNS as INPUT_COLUMNS
-from steps.features import Featurizer
+# Relative imports only: this module, ``contract`` and ``features`` also ship inside every model
+# as a package of their own (steps/packaging.py), which must not reach back into ``steps``.
+from . import contract
+from .contract import INPUT_COLUMNS as INPUT_COLUMNS
+from .features import Featurizer
 
 FEATURIZER_FILE = "featurizer.json"
 META_FILE = "predictor.json"
@@ -65,6 +67,9 @@ class Predictor:
     kind: str
     featurizer: Featurizer
     model: Any  # xgboost.Booster or a fitted scikit-learn estimator
+    # What ``predict`` raises for a record that breaks the contract: the class of this copy
+    # of the code, so that the pyfunc catches its own package's error.
+    ContractError: ClassVar[type[Exception]] = contract.ContractError
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted trip durations in minutes (float64, clipped below), one per row of ``frame``.
