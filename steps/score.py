@@ -11,10 +11,10 @@ negative or infinite distance, a missing or non-integer location ID) is kept wit
 ``predicted_duration`` and ``rejected_reason`` saying why (null for scored rows); one bad row
 never fails the month.
 
-Writes to its run: params ``model_uri``, ``raw_data_path``, ``color``, ``month``,
-``output_path``; tags ``step=score``, ``model_name``, ``model_version``, ``data.sha256``;
-metrics ``rows_scored`` (rows with a prediction) and ``rows_rejected``; the predictions as
-artifact ``predictions/<file name>``.
+Writes to its run (named ``score 2023-03``; ``score yellow 2023-03`` for yellow): params
+``model_uri``, ``raw_data_path``, ``color``, ``month``, ``output_path``; tags ``step=score``,
+``model_name``, ``model_version``, ``data.sha256``; metrics ``rows_scored`` (rows with a
+prediction) and ``rows_rejected``; the predictions as artifact ``predictions/<file name>``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 
 def default_output_path(color: str, month: str) -> Path:
     return Path(DEFAULT_OUTPUT.format(color=color, month=month))
+
+
+def run_name(color: str, month: str) -> str:
+    """``score 2023-03``: the month scored; the color when not green (as preprocess names)."""
+    return f"score {month}" if color == "green" else f"score {color} {month}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ def run_score(
 ) -> ScoreResult:
     if color not in tlc.COLORS:
         raise UserError(f"color must be one of {', '.join(tlc.COLORS)}, got {color!r}")
-    with step_run("score") as run:
+    with step_run("score", run_name(color, month)) as run:
         log_params_missing(
             {
                 "model_uri": model_uri,
