@@ -333,7 +333,7 @@ def _group(state: dict[str, str]) -> dict[str, str]:
         parts.setdefault(top, []).append((path, value))
     grouped = {}
     for top, items in parts.items():
-        if len(items) == 1 and len(items[0][1]) <= 40:
+        if len(items) == 1 and len(items[0][1]) <= 60:
             grouped[top] = items[0][1]
         else:
             grouped[top] = "sha256:" + _digest(json.dumps(sorted(items)).encode())
