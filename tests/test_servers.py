@@ -5,6 +5,7 @@ S3-compatible server (moto); concurrent searches; a server killed mid-search."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Tracking, assert_ok, fresh_clone, mlflow_run
+from tests.test_resume import trials_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 SMALL = {"max_evals": 1, "num_boost_round": 5, "early_stopping_rounds": 2}
@@ -590,23 +592,51 @@ def test_eight_searches_at_once_on_the_postgres_server(team_server, tmp_path, tl
 # ---- a server killed mid-search ------------------------------------------------------------
 
 
+SERVER_SEARCH = {"seed": 5, "max_evals": 6, "num_boost_round": 30}
+
+
+def trial_results(tracking, parent_id) -> list[tuple]:
+    """A search's finished trials in trial-id order: id, hyperopt's vals, params, val_rmse."""
+    return [
+        (t.data.tags["trial_id"], t.data.tags["trial.vals"], t.data.params)
+        + (t.data.metrics["val_rmse"],)
+        for t in trials_of(tracking, parent_id)
+        if t.info.status == "FINISHED"
+    ]
+
+
+def best_of(tracking, run_id: str, dest: Path) -> tuple[float, dict]:
+    """A search's ``best_val_rmse`` and its ``best_params.json`` less the run IDs in it."""
+    path = tracking.client.download_artifacts(run_id, "best_params.json", str(dest / run_id))
+    best = json.loads(Path(path).read_text())
+    best = {k: v for k, v in best.items() if k not in ("trial_run_id", "hpo_run_id")}
+    return tracking.client.get_run(run_id).data.metrics["best_val_rmse"], best
+
+
 def test_server_killed_mid_search_then_resumed(team_server, tmp_path, tlc_dir):
+    """Ends exactly like an uninterrupted search with the same seed, as on SQLite
+    (tests/test_resume.py): same trials, same values, same best."""
     tracking = admin_tracking(team_server, tmp_path)
     env = env_for(tracking)
     pre = preprocess_direct(env, tlc_dir)
+    reference = start_search(env, pre, **SERVER_SEARCH)
+    _, err = reference.communicate(timeout=900)
+    assert reference.returncode == 0, err[-2000:]
+    (reference_run,) = tracking.runs("tags.step = 'hpo'")
+    reference_id = reference_run.info.run_id
     # fail within seconds once the server is gone, rather than after minutes of retries
     env |= {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
     }
-    search = start_search(env, pre, seed=5, max_evals=6, num_boost_round=30)
+    search = start_search(env, pre, **SERVER_SEARCH)
     state = team_server["state"]
     deadline = time.monotonic() + 600
     while True:
         assert search.poll() is None, "the search ended before the server was killed"
         assert time.monotonic() < deadline
-        parents = tracking.runs("tags.step = 'hpo'")
+        parents = [r for r in tracking.runs("tags.step = 'hpo'") if r.info.run_id != reference_id]
         if parents:
             trials = tracking.runs(f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
             done = [t for t in trials if t.info.status == "FINISHED"]
@@ -629,7 +659,7 @@ def test_server_killed_mid_search_then_resumed(team_server, tmp_path, tlc_dir):
         timeout=600,
     )
     assert up.returncode == 0, up.stderr
-    trials = tracking.runs(f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert tracking.client.get_run(parent_id).info.status == "RUNNING"  # killed, not ended
     for t in done:  # the trials finished before the kill are intact
         again = tracking.client.get_run(t.info.run_id)
         assert again.info.status == "FINISHED"
@@ -644,11 +674,13 @@ def test_server_killed_mid_search_then_resumed(team_server, tmp_path, tlc_dir):
         timeout=900,
     )
     assert resume.returncode == 0, resume.stderr[-2000:]
-    parent = tracking.client.get_run(parent_id)
-    assert parent.info.status == "FINISHED"
-    finished = [
-        t
-        for t in tracking.runs(f"tags.mlflow.parentRunId = '{parent_id}'")
-        if t.info.status == "FINISHED"
-    ]
-    assert len(finished) == 6
+    assert tracking.client.get_run(parent_id).info.status == "FINISHED"
+    resumed = trial_results(tracking, parent_id)
+    assert [r[0] for r in resumed] == ["0", "1", "2", "3", "4", "5"]
+    assert resumed == trial_results(tracking, reference_id)
+    # the trials finished before the kill were reloaded, not retrained
+    finished_ids = {
+        t.info.run_id for t in trials_of(tracking, parent_id) if t.info.status == "FINISHED"
+    }
+    assert {t.info.run_id for t in done} <= finished_ids
+    assert best_of(tracking, parent_id, tmp_path) == best_of(tracking, reference_id, tmp_path)
