@@ -156,3 +156,21 @@ def test_unreachable_host_is_a_clear_error(tmp_path, monkeypatch):
         r"http://127.0.0.1:9/trip-data/green_tripdata_2023-01",
     ):
         tlc.ensure_local_file(tmp_path / "raw", "green", "2023-01")
+
+
+def test_clean_drops_trips_the_model_contract_refuses():
+    """A 10-minute trip with a negative, null or infinite distance, or a null location ID,
+    cannot be predicted by the model (steps/contract.py), so it cannot be trained or tested on."""
+    start = pd.Timestamp("2023-01-01 10:00")
+    frame = pd.DataFrame(
+        {
+            "lpep_pickup_datetime": [start] * 5,
+            "lpep_dropoff_datetime": [start + pd.Timedelta(minutes=10)] * 5,
+            "PULocationID": [43.0, 43.0, 43.0, None, 43.0],
+            "DOLocationID": [151.0] * 5,
+            "trip_distance": [1.5, -1.0, float("nan"), 2.0, float("inf")],
+        }
+    )
+    cleaned = tlc.clean(frame, "green")
+    assert cleaned["trip_distance"].tolist() == [1.5]
+    assert cleaned["PULocationID"].dtype == np.int64
