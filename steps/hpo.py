@@ -3,7 +3,7 @@
 Reads from the preprocess run ``preprocess_run_id`` (default: the latest finished one in the
 experiment): ``data/train.parquet``, ``data/val.parquet``, ``featurizer/featurizer.json``.
 
-Writes to its run (the search's parent):
+Writes to its run (the search's parent), named ``hpo <model>`` (``hpo <model> (resume)``):
 - params ``preprocess_run_id``, ``model``, ``max_evals``, ``seed``, ``num_boost_round``,
   ``early_stopping_rounds``, ``resume_run_id`` (as given; ``mlflow run`` logs them itself)
 - tags ``step=hpo``, ``preprocess_run_id`` (the resolved ID), ``model``, ``best_trial_run_id``

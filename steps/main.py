@@ -5,6 +5,9 @@ environment (``env_manager="local"``: a nested ``mlflow.projects.run`` does not 
 ``--env-manager``, and ``main`` already runs inside the project's environment), and gets the
 previous step's run ID as its upstream parameter.
 
+Every step parameter is parsed and checked before the first step runs, by the step's own
+Click options (``steps.options``), so a bad one fails in seconds with the step's message.
+
 Caching: a step is reused, not rerun, when a FINISHED run in the experiment has the same entry
 point, the same parameters as MLflow stores them (strings), the same git commit and the same
 inputs (the raw files' sha256 for preprocess; the upstream run ID, a parameter, for the

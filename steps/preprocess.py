@@ -10,6 +10,7 @@ Writes to its run:
   ``n_features``; ``preprocess_seconds``
 - dataset inputs, one per raw file, context ``train``/``val``/``test``, digest = the first 36
   hex digits of the file's sha256 (input tag ``sha256`` holds all of it)
+- run name ``preprocess 2023-01..03`` (train..test month; the color when not green)
 - tags ``step=preprocess``, ``data.<split>.sha256``, ``data.<split>.file``, ``data.<split>.month``
 - artifacts ``data/train.parquet``, ``data/val.parquet``, ``data/test.parquet`` (columns
   ``pickup_datetime``, ``dropoff_datetime``, ``PULocationID``, ``DOLocationID``,

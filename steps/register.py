@@ -13,8 +13,8 @@ the version already registered from that candidate), with a description and tags
 there is none yet or when it beats the current champion on this run's test month (both
 re-evaluated here).
 
-Writes to its run: params ``train_run_id``, ``model_name``, ``select_by``; tags
-``step=register``, ``registered_model``, ``registered_version``, ``decision``,
+Writes to its run, named ``register <model_name>``: params ``train_run_id``, ``model_name``,
+``select_by``; tags ``step=register``, ``registered_model``, ``registered_version``, ``decision``,
 ``champion_version``; metrics ``candidate_test_rmse`` and, when there was one,
 ``champion_test_rmse``.
 """

@@ -2,7 +2,9 @@
 
 The MLflow run ID is the handle between steps. Every step run carries the tag ``step``
 (``preprocess``, ``hpo``, ...); trial and candidate child runs do not, so "the latest finished
-hpo run" never finds a child.
+hpo run" never finds a child. Every step run is named after what it is (``preprocess
+2023-01..03``, ``hpo xgboost``, ...), and its experiment is tagged ``mlflow.experimentKind`` =
+``custom_model_development`` unless it already has a kind.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ tag ``preprocess_run_id``, and its FINISHED trial runs (metric ``val_rmse``, tag
 ``trial.params``). From the preprocess run: ``data/{train,val,test}.parquet`` and
 ``featurizer/featurizer.json``.
 
-Writes to its run: params ``hpo_run_id``, ``top_n``, ``autolog``; tags ``step=train_best``,
-``hpo_run_id`` (resolved), ``preprocess_run_id``, ``model``, ``best_candidate_run_id``;
-metrics ``best_val_rmse``, ``n_candidates``.
+Writes to its run, named ``train_best <model>``: params ``hpo_run_id``, ``top_n``, ``autolog``;
+tags ``step=train_best``, ``hpo_run_id`` (resolved), ``preprocess_run_id``, ``model``,
+``best_candidate_run_id``; metrics ``best_val_rmse``, ``n_candidates``.
 
 Each candidate is a nested run named ``candidate-R (trial NNN)`` with:
 - params: the trial's typed params; tags ``hpo_trial_run_id``, ``hpo_trial_id``,
