@@ -2,12 +2,12 @@
 
 The model ships only the code serving needs, as its own package: ``contract``, ``features``
 and ``predictor`` copied from ``steps/`` into ``nyc_taxi_duration_model_<first 12 hex digits
-of the sha256 of its files>`` (``code_package`` in the model config; steps/pyfunc_model.py
-imports it from there). MLflow puts a model's ``code/`` folder at the front of ``sys.path``
-when it loads it and evicts nothing from ``sys.modules``: under the generic name ``steps`` the
-first copy imported (usually the working tree's) would serve every model in the process.
-Named after its content, each model's package is imported once per process and runs its own
-code; two models with the same code share one copy, which is the same code.
+of the sha256 of its files>``, named in the model's artifact ``code_package.json``, from which
+steps/pyfunc_model.py imports it. MLflow puts a model's ``code/`` folder at the front of
+``sys.path`` when it loads it and evicts nothing from ``sys.modules``: under the generic name
+``steps`` the first copy imported (usually the working tree's) would serve every model in the
+process. Named after its content, each model's package is imported once per process and runs
+its own code; two models with the same code share one copy, which is the same code.
 
 The signature names the input columns of ``steps.contract``. It declares location IDs as
 ``Any``, not ``long``: MLflow's scoring server casts a request to the signature's types before
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import tempfile
 from pathlib import Path
 
@@ -34,13 +35,14 @@ from mlflow.types.schema import AnyType
 
 from steps.contract import DISTANCE_COLUMN, INPUT_COLUMNS, LOCATION_COLUMNS
 from steps.predictor import Predictor
-from steps.pyfunc_model import CODE_PACKAGE_KEY
+from steps.pyfunc_model import CODE_PACKAGE_ARTIFACT
 
 MODEL_NAME_IN_RUN = "model"
 XGBOOST_FLAVOR_NAME_IN_RUN = "xgboost_model"
 STEPS_DIR = Path(__file__).resolve().parent
 PYFUNC_MODEL_FILE = STEPS_DIR / "pyfunc_model.py"
 CODE_PACKAGE_PREFIX = "nyc_taxi_duration_model_"
+CODE_PACKAGE_FILE = "code_package.json"
 # What serving imports: predictor -> contract, features (relative imports, nothing else of ours).
 CODE_PACKAGE_MODULES = ("contract.py", "features.py", "predictor.py")
 _PACKAGE_INIT = b'"""nyc-taxi-duration model code, as shipped inside a logged model."""\n'
@@ -105,12 +107,14 @@ def log_predictor(
     with tempfile.TemporaryDirectory() as tmp:
         files = predictor.save(Path(tmp) / "artifacts")
         package = build_code_package(Path(tmp) / "code", code_source)
+        code_file = Path(tmp) / "artifacts" / CODE_PACKAGE_FILE
+        code_file.write_text(json.dumps({"package": package.name}))
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
             python_model=str(PYFUNC_MODEL_FILE),
-            artifacts={role: str(path) for role, path in files.items()},
+            artifacts={role: str(path) for role, path in files.items()}
+            | {CODE_PACKAGE_ARTIFACT: str(code_file)},
             code_paths=[str(package)],
-            model_config={CODE_PACKAGE_KEY: package.name},
             signature=SIGNATURE,
             input_example=example,
             pip_requirements=requirements(predictor.kind),

@@ -28,7 +28,6 @@ from steps import contract, packaging, tlc
 from steps.features import Featurizer
 from steps.models import MODEL_KINDS, Split, XGBoostSettings, rmse, train_and_evaluate
 from steps.predictor import Predictor
-from steps.pyfunc_model import CODE_PACKAGE_KEY
 from tests.conftest import make_tracking, tlc_file
 
 TRAIN_ROWS, PREDICT_ROWS = 3000, 500
@@ -84,7 +83,7 @@ def log(predictor: Predictor, frames, code_source: Path = packaging.STEPS_DIR) -
 
 
 def code_package_of(model) -> str:
-    return model.metadata.flavors["python_function"]["config"][CODE_PACKAGE_KEY]
+    return model.unwrap_python_model().code_package
 
 
 def predictor_module_of(model) -> str:
@@ -222,6 +221,8 @@ def test_train_best_load_back_runs_the_shipped_copy(store, frames, monkeypatch, 
     # and the metric logged is that of the loaded model's predictions
     pred = model.predict(inputs(frames))
     assert candidate.val_rmse == rmse(frames["val"]["duration"].to_numpy(), pred)
+    # logging the model adds no params to the candidate: they stay the trial's (none here)
+    assert mlflow.get_run(candidate.run_id).data.params == {}
 
 
 def test_model_loads_and_predicts_where_steps_is_absent(store, frames, tmp_path):
