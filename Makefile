@@ -47,8 +47,8 @@ pipeline: venv  ## the whole pipeline (main) on the default months, downloaded f
 benchmark: venv  ## featurization and tracking-overhead benchmark (table + benchmarks/results/*.json)
 	$(BIN)/python scripts/benchmark.py
 
-ui: venv  ## open the MLflow UI on the default SQLite store at http://127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+ui: venv  ## the MLflow UI on ./mlflow.db at http://127.0.0.1:5000; prints the link to the training runs
+	$(BIN)/python scripts/ui.py
 
 clean:  ## remove the local tracking store and artifacts (not the data, not .venv)
 	rm -rf mlflow.db mlruns mlartifacts
