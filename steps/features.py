@@ -4,7 +4,8 @@
 ``df[["PU_DO", "trip_distance"]].to_dict(orient="records")`` exactly (same CSR ``indptr``,
 ``indices`` and ``data``, explicit zeros kept) without building a dict per row: rows are mapped
 to columns through the distinct (PULocationID, DOLocationID) pairs, of which there are a few
-thousand, not millions. It is stored as JSON (its feature names), never pickled.
+thousand, not millions. It is stored as JSON (its feature names), never pickled. This module
+ships inside every model (steps/packaging.py), so it imports nothing from the project.
 """
 
 from __future__ import annotations
