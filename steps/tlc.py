@@ -32,8 +32,10 @@ PICKUP_DROPOFF = {
     "green": ("lpep_pickup_datetime", "lpep_dropoff_datetime"),
     "yellow": ("tpep_pickup_datetime", "tpep_dropoff_datetime"),
 }
-LOCATION_COLUMNS = ("PULocationID", "DOLocationID")
-MIN_DURATION_MINUTES = 1.0
+LOCATION_COLUMNS = contract.LOCATION_COLUMNS
+# The shortest trip kept; the model's prediction floor is the same number (contract.py, which
+# ships inside every model and so spells it itself).
+MIN_DURATION_MINUTES = contract.MIN_PREDICTED_MINUTES
 MAX_DURATION_MINUTES = 60.0
 # Columns of a cleaned split, as written to the preprocess run's artifacts.
 CLEAN_COLUMNS = [
