@@ -5,13 +5,28 @@ The MLflow run ID is the handle between steps. Every step run carries the tag ``
 hpo run" never finds a child. Every step run is named after what it is (``preprocess
 2023-01..03``, ``hpo xgboost``, ...), and its experiment is tagged ``mlflow.experimentKind`` =
 ``custom_model_development`` unless it already has a kind.
+
+Every step run also records where its code and environment came from, so that a cache never
+hands back a run made from code no commit holds: ``source.clean`` (``true`` when no tracked
+file of the project's git checkout differed from HEAD, at the step's start and at its end;
+``false``; ``unknown`` when git is absent or the project is not a checkout) and ``env.digest``
+(sha256 of the environment definition: ``python_env.yaml`` and the files its ``-r`` lines
+install, i.e. the runtime ``requirements.lock``; ``unknown`` when one is missing).
+``requirements-dev.lock`` is not part of it: ``mlflow run`` never builds it, so a changed test
+tool changes no step's result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
+import re
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 from mlflow.entities import Run
@@ -27,7 +42,74 @@ RESUMED_FROM_TAG = "resumed_from"
 # GenAI and show an empty "Traces" page instead of the training runs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+SOURCE_CLEAN_TAG = "source.clean"
+ENV_DIGEST_TAG = "env.digest"
+CLEAN, DIRTY, UNKNOWN = "true", "false", "unknown"
+ENV_DEFINITION = "python_env.yaml"
+# A dependency line of python_env.yaml that installs a requirements file: "  - -r FILE".
+REQUIREMENT_FILE_LINE = re.compile(r"^\s*-\s+(?:-r|--requirement)[\s=]+(\S+)\s*$")
+# The project the running steps package belongs to: under `mlflow run` from git, the clone
+# MLflow made; run directly, the checkout (or wherever the package was copied).
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Whether the project's tracked files match HEAD: CLEAN, DIRTY or UNKNOWN (and why)."""
+
+    clean: str
+    changed: tuple[str, ...] = ()
+    reason: str = ""
+
+
+def source_state(project_dir: Path = PROJECT_DIR) -> SourceState:
+    """One ``git status`` of tracked files (untracked ones are not code that ran from HEAD).
+
+    ``--no-optional-locks``: a read-only look that never takes the index lock another git
+    command may hold.
+    """
+    try:
+        status = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(project_dir), "status", "--porcelain"]
+            + ["--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return SourceState(UNKNOWN, reason=f"git could not be run ({exc})")
+    if status.returncode != 0:
+        return SourceState(UNKNOWN, reason=f"{project_dir} is not a git checkout")
+    changed = tuple(line[3:] for line in status.stdout.splitlines() if line.strip())  # "XY path"
+    return SourceState(DIRTY if changed else CLEAN, changed)
+
+
+def env_files(project_dir: Path = PROJECT_DIR) -> list[Path] | None:
+    """``python_env.yaml`` and the requirement files it installs (``-r FILE``), if all exist."""
+    definition = project_dir / ENV_DEFINITION
+    try:
+        lines = definition.read_text().splitlines()
+    except OSError:
+        return None
+    files = [definition]
+    for line in lines:
+        if match := REQUIREMENT_FILE_LINE.match(line):
+            files.append(project_dir / match.group(1).strip("'\""))
+    return files if all(f.is_file() for f in files) else None
+
+
+def env_digest(project_dir: Path = PROJECT_DIR) -> str:
+    """sha256 over the environment definition's files (name and bytes), or UNKNOWN."""
+    files = env_files(project_dir)
+    if files is None:
+        return UNKNOWN
+    digest = hashlib.sha256()
+    for path in files:
+        content = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest.update(f"{os.path.relpath(path, project_dir)}\0{content}\n".encode())
+    return digest.hexdigest()
 
 
 def set_run_name(name: str) -> None:
@@ -49,12 +131,19 @@ def step_run(step: str, name: str | None = None) -> Iterator[Run]:
     ``mlflow.start_run`` picks up ``MLFLOW_RUN_ID`` set by ``mlflow run``; run directly, it
     creates a run in the experiment that ``MLFLOW_EXPERIMENT_ID``/``_NAME`` names, if any.
     ``name`` (default: ``step``) becomes the run's name, so that the UI says what each run is.
+    Tags ``source.clean`` and ``env.digest`` say what the run was made from; a tree that
+    changes while the step runs makes it not clean.
     """
     with mlflow.start_run() as run:
         mlflow.set_tag(STEP_TAG, step)
         set_run_name(name or step)
+        source = source_state()
+        mlflow.set_tags({SOURCE_CLEAN_TAG: source.clean, ENV_DIGEST_TAG: env_digest()})
         ensure_experiment_kind(run.info.experiment_id)
         yield run
+        if source.clean == CLEAN and (after := source_state()).clean != CLEAN:
+            log.warning("tracked files changed while %s ran: its run is not clean", step)
+            mlflow.set_tag(SOURCE_CLEAN_TAG, after.clean)
 
 
 def get_step_run(run_id: str, step: str, what: str) -> Run:

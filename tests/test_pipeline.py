@@ -1,6 +1,7 @@
 """`mlflow run .` (entry point main): the four steps nested under one run, their names, step
-caching, a bad parameter rejected before any step, and a failing step. Runs on a clean clone,
-as CI and a new user have it."""
+caching (never of register, never of a run made from uncommitted code), a bad parameter
+rejected before any step, and a failing step. Runs on a clean clone, as CI and a new user have
+it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from steps.tracking import ENV_DIGEST_TAG, SOURCE_CLEAN_TAG, env_digest
 from tests.conftest import assert_ok, copy_months, fresh_clone, git, mlflow_run
 
 pytestmark = pytest.mark.slow
@@ -61,6 +63,8 @@ def test_main_runs_all_steps_then_reuses_them(tracking, clone, tmp_path, tlc_dir
     for step, run in steps.items():
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.source.git.commit"] == commit
+        assert run.data.tags[SOURCE_CLEAN_TAG] == "true"
+        assert run.data.tags[ENV_DIGEST_TAG] == env_digest(project)
         assert main_run.data.tags[f"{step}.run_id"] == run.info.run_id
     # each step got the previous step's run ID
     assert steps["hpo"].data.tags["preprocess_run_id"] == steps["preprocess"].info.run_id
@@ -79,15 +83,19 @@ def test_main_runs_all_steps_then_reuses_them(tracking, clone, tmp_path, tlc_dir
         "aliases": ["challenger", "champion"],
     }
 
-    # same parameters again: nothing trains
+    # same parameters again: nothing trains; register runs again (it reads the registry as it
+    # is now) and keeps the version it registered
     n_runs = len(tracking.runs())
     completed = mlflow_run(tracking, "main", params, project=project)
     second = assert_ok(completed)
-    assert cached_flags(tracking, second) == ["True"] * 4
-    assert len(tracking.runs()) == n_runs + 1  # only the new main run
+    assert cached_flags(tracking, second) == ["True", "True", "True", "False"]
+    assert len(tracking.runs()) == n_runs + 2  # the new main run and its register run
     for step, run in steps.items():
-        assert f"{step}: reusing run {run.info.run_id}" in completed.output
-        assert tracking.client.get_run(second).data.tags[f"{step}.run_id"] == run.info.run_id
+        if step != "register":
+            assert f"{step}: reusing run {run.info.run_id}" in completed.output
+            assert tracking.client.get_run(second).data.tags[f"{step}.run_id"] == run.info.run_id
+    assert "register: running (it reads and changes the registry" in completed.output
+    assert "version 1 (aliases: @challenger, @champion)" in completed.output
 
     # a changed hpo parameter reruns hpo and everything after it
     third = assert_ok(mlflow_run(tracking, "main", {**params, "seed": 7}, project=project))
@@ -116,6 +124,19 @@ def test_main_runs_all_steps_then_reuses_them(tracking, clone, tmp_path, tlc_dir
     assert "uncommitted changes (README.md)" in completed.output
     assert "caching is off" in tracking.client.get_run(sixth).data.tags["cache"]
     assert cached_flags(tracking, sixth) == ["False"] * 4
+    made_dirty = step_runs(tracking, sixth)
+    assert {run.data.tags[SOURCE_CLEAN_TAG] for run in made_dirty.values()} == {"false"}
+
+    # edit reverted: same commit, params and inputs as the sixth's runs, which are the newest,
+    # but no commit holds the code they ran; the fifth's clean runs are reused instead
+    seventh = assert_ok(mlflow_run(tracking, "main", params, project=project))
+    tags = tracking.client.get_run(seventh).data.tags
+    reused = {tags[f"{step}.run_id"] for step in STEPS}
+    assert reused.isdisjoint(run.info.run_id for run in made_dirty.values())
+    assert cached_flags(tracking, seventh) == ["True", "True", "True", "False"]
+    assert {tags[f"{step}.run_id"] for step in STEPS[:3]} == {
+        tracking.client.get_run(fifth).data.tags[f"{step}.run_id"] for step in STEPS[:3]
+    }
 
 
 def test_a_bad_step_parameter_fails_main_in_seconds(tracking, clone, tlc_dir):
