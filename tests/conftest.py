@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,10 +101,8 @@ def make_tracking(root: Path) -> Tracking:
     return Tracking(uri, experiment_id, root)
 
 
-@pytest.fixture
-def tracking(tmp_path, monkeypatch) -> Tracking:
-    """A fresh SQLite store, also made the ambient one for in-process step calls."""
-    t = make_tracking(tmp_path / "tracking")
+def ambient(t: Tracking, monkeypatch) -> Iterator[Tracking]:
+    """Make ``t`` the store and experiment that in-process step calls use, for one test."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", t.uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", t.experiment_id)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -112,6 +111,12 @@ def tracking(tmp_path, monkeypatch) -> Tracking:
     while mlflow.active_run():
         mlflow.end_run("FAILED")
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> Tracking:
+    """A fresh SQLite store, also made the ambient one for in-process step calls."""
+    yield from ambient(make_tracking(tmp_path / "tracking"), monkeypatch)
 
 
 @dataclass
@@ -229,12 +234,21 @@ def tlc_server(tmp_path):
         handler = functools.partial(
             _TruncatingHandler if truncate else _QuietHandler, directory=str(folder)
         )
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return start_loopback_server(handler, servers)
 
     yield start
+    stop_loopback_servers(servers)
+
+
+def start_loopback_server(handler, servers: list) -> str:
+    """Serve ``handler`` on 127.0.0.1 in a thread; appends the server to ``servers``; its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers.append(server)
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def stop_loopback_servers(servers: list) -> None:
     for server in servers:
         server.shutdown()
         server.server_close()

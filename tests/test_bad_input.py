@@ -8,13 +8,19 @@ behind (it marks the step's run FAILED), and the data-file checks run there too.
 
 from __future__ import annotations
 
-import mlflow
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from steps import hpo, register, rollback, score, train_best
-from tests.conftest import Tracking, copy_months, make_tracking, mlflow_run, tlc_file
+from tests.conftest import (
+    Tracking,
+    ambient,
+    copy_months,
+    make_tracking,
+    mlflow_run,
+    tlc_file,
+)
 
 COMMANDS = {
     "hpo": hpo.main,
@@ -36,15 +42,7 @@ def tracking(store, tmp_path, monkeypatch) -> Tracking:
     experiment_id = store.client.create_experiment(
         tmp_path.name, artifact_location=(tmp_path / "artifacts").as_uri()
     )
-    t = Tracking(store.uri, experiment_id, tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", t.uri)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", t.experiment_id)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(t.uri)
-    yield t
-    while mlflow.active_run():
-        mlflow.end_run("FAILED")
-    mlflow.set_tracking_uri(None)
+    yield from ambient(Tracking(store.uri, experiment_id, tmp_path), monkeypatch)
 
 
 def _check_rejected(tracking, before, returncode, stderr, message):

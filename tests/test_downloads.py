@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,12 @@ import pytest
 
 from steps import tlc
 from steps.errors import DataError
-from tests.conftest import tlc_file, write_yellow_copy
+from tests.conftest import (
+    start_loopback_server,
+    stop_loopback_servers,
+    tlc_file,
+    write_yellow_copy,
+)
 
 MONTH = "2023-01"
 NAME = tlc.file_name("green", MONTH)
@@ -97,17 +101,10 @@ def serve():
     servers = []
 
     def start(handler: type[_Handler], body: bytes = b"") -> str:
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), type(handler.__name__, (handler,), {"body": body})
-        )
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return start_loopback_server(type(handler.__name__, (handler,), {"body": body}), servers)
 
     yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    stop_loopback_servers(servers)
 
 
 def assert_clean_failure(raw: Path, base: str, match: str, timeout: float = 60.0) -> str:

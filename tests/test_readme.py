@@ -23,14 +23,20 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import MONTHS_2023, REPO, fresh_clone, tlc_file
+from tests.conftest import (
+    MONTHS_2023,
+    REPO,
+    fresh_clone,
+    start_loopback_server,
+    stop_loopback_servers,
+    tlc_file,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.envmanager]
 EXPERIMENT = "nyc-taxi-duration"
@@ -88,14 +94,11 @@ def tlc_mirror():
     """A loopback HTTP server over the TLC files; yields (URL, list of requested paths)."""
     requested: list[str] = []
     handler = type("Handler", (_RecordingHandler,), {"requested": requested})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0),
-        functools.partial(handler, directory=str(tlc_file(MONTHS_2023[0]).parent)),
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", requested
-    server.shutdown()
-    server.server_close()
+    servers: list = []
+    directory = str(tlc_file(MONTHS_2023[0]).parent)
+    url = start_loopback_server(functools.partial(handler, directory=directory), servers)
+    yield url, requested
+    stop_loopback_servers(servers)
 
 
 @pytest.fixture(scope="module")
