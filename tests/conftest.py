@@ -11,6 +11,7 @@ import functools
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -246,6 +247,13 @@ def start_loopback_server(handler, servers: list) -> str:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     servers.append(server)
     return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def stop_loopback_servers(servers: list) -> None:

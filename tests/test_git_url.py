@@ -3,21 +3,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import REPO, assert_ok, git, mlflow_run
+from tests.conftest import REPO, assert_ok, free_port, git, mlflow_run
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Tracking, assert_ok, fresh_clone, mlflow_run
+from tests.conftest import REPO, Tracking, assert_ok, free_port, fresh_clone, mlflow_run
 from tests.test_resume import trials_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -40,12 +39,6 @@ def _admin_credentials():
     yield
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 180) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,15 +26,9 @@ from steps import tlc
 from steps.contract import INPUT_COLUMNS, MIN_PREDICTED_MINUTES
 from steps.models import rmse
 from steps.predictor import predict_estimator
-from tests.conftest import Tracking, assert_ok, mlflow_run, tlc_file
+from tests.conftest import Tracking, assert_ok, free_port, mlflow_run, tlc_file
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, payload: dict) -> tuple[int, dict]:
