@@ -13,6 +13,31 @@ the version already registered from that candidate), with a description and tags
 there is none yet or when it beats the current champion on this run's test month (both
 re-evaluated here).
 
+The gate (``run_gate``; decisions in the pure ``unfair_comparison`` and ``decide_champion``):
+
+- Fair months: this run's test month (``data.test.month``) must be neither the train nor the
+  val month of the new version (its preprocess run's tags) nor of the champion (its version
+  tags). Otherwise the comparison is refused: the version is still registered and gets
+  ``challenger``, ``champion`` does not move, the run finishes with ``decision`` = ``refused:
+  ...`` naming the months and versions (a warning too). A version without month tags cannot be
+  shown fair, so it is refused as well; ``rollback`` moves the champion by hand.
+- Ties: the new version wins only with a strictly lower RMSE (``<`` on the float64 values, no
+  tolerance): an exact tie keeps the champion; one ulp lower promotes.
+- Concurrent registers: MLflow has no transaction or compare-and-set on aliases, so each
+  register holds the champion lock (``steps/registry.py``; rollback too) from reading the
+  champion to writing it. Without it, two registers A and B could both read champion C, A
+  (better) write A, then B (read C, beats C) write B: the better A is lost. With it, the
+  read-decide-write sections of A and B run one after the other in some order, and every
+  interleaving of the rest (registering versions, setting ``challenger``, scoring the new
+  version on the test month) touches no champion. Order A then B: B reads A and is promoted
+  only if it beats A. Order B then A: A reads B and replaces it if better. Either way
+  ``champion`` ends as the better of A, B and the champion before them (on a shared test
+  month; a tie keeps the earlier holder), as if the two runs had never overlapped. The same
+  holds for more processes, by induction over the lock order. A process that dies holding the
+  lock is waited for until its run is no longer RUNNING or ``LOCK_STALE_S`` has passed.
+  ``$NYC_TAXI_TEST_GATE_PAUSE_S`` (tests only) pauses between the read and the write, to make
+  two registers overlap there.
+
 Writes to its run, named ``register <model_name>``: params ``train_run_id``, ``model_name``,
 ``select_by``; tags ``step=register``, ``registered_model``, ``registered_version``, ``decision``,
 ``champion_version``; metrics ``candidate_test_rmse`` and, when there was one,
@@ -22,12 +47,17 @@ Writes to its run, named ``register <model_name>``: params ``train_run_id``, ``m
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import click
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
@@ -41,8 +71,10 @@ from steps.predictor import INPUT_COLUMNS
 from steps.registry import (
     CHALLENGER,
     DEFAULT_MODEL_NAME,
+    champion_lock,
     champion_version,
     check_model_name,
+    is_not_found,
     promote,
 )
 from steps.tracking import (
@@ -54,6 +86,8 @@ from steps.tracking import (
 )
 
 log = logging.getLogger(__name__)
+GATE_PAUSE_ENV = "NYC_TAXI_TEST_GATE_PAUSE_S"  # tests only: see pause_for_tests
+UNKNOWN_MONTH = "unknown"
 
 
 @dataclass(frozen=True)
@@ -116,6 +150,50 @@ def decide_champion(
     )
 
 
+@dataclass(frozen=True)
+class TrainedOn:
+    """The months a model saw while it was made: fitted on ``train``, selected on ``val``."""
+
+    model: str  # how the message names it, e.g. "champion version 2"
+    train: str
+    val: str
+
+
+def trained_on(model: str, version_tags: Mapping[str, str]) -> TrainedOn:
+    """The months a registered version's tags ``data.train.month``/``data.val.month`` name."""
+    return TrainedOn(
+        model,
+        version_tags.get("data.train.month", UNKNOWN_MONTH),
+        version_tags.get("data.val.month", UNKNOWN_MONTH),
+    )
+
+
+def unfair_comparison(test_month: str, models: Sequence[TrainedOn]) -> str | None:
+    """Why comparing ``models`` on ``test_month`` would not be fair, or None when it is: the
+    test month must be known and be neither the train nor the val month of any of them (a
+    model that saw its test month scores better than it will on a month it has not seen).
+    A model whose months are unknown (a version registered by hand) cannot be shown fair."""
+    problems = []
+    for m in models:
+        months = {"train": m.train, "val": m.val}
+        unknown = [split for split, month in months.items() if month in ("", UNKNOWN_MONTH)]
+        if unknown:
+            problems.append(f"{m.model} has no data.{unknown[0]}.month tag, so it may have seen it")
+        elif overlap := [split for split, month in months.items() if month == test_month]:
+            problems.append(
+                f"it is {m.model}'s {' and '.join(overlap)} month (train {m.train}, val {m.val})"
+            )
+    if test_month in ("", UNKNOWN_MONTH):
+        problems.insert(0, "this run's test month is unknown (no data.test.month tag)")
+    if not problems:
+        return None
+    return (
+        f"refused: comparing on test month {test_month} is not fair: "
+        + "; ".join(problems)
+        + "; @champion unchanged"
+    )
+
+
 def outcome_line(result: RegisterResult) -> str:
     """What the register step did, in one line: the version, the decision, the champion."""
     return (
@@ -131,12 +209,10 @@ def candidates_of(train_run: Run) -> list[Run]:
 
 def existing_version(client: MlflowClient, name: str, candidate: Run):
     """The version already registered from this candidate's model, if any."""
-    try:
-        versions = client.search_model_versions(
-            f"name = '{name}' and run_id = '{candidate.info.run_id}'"
-        )
-    except MlflowException:
-        return None
+    # no model of that name: an empty list; any error is real (not "no version")
+    versions = client.search_model_versions(
+        f"name = '{name}' and run_id = '{candidate.info.run_id}'"
+    )
     model_uri = candidate.data.tags["model_uri"]
     model_id = model_uri.removeprefix("models:/")
     for version in sorted(versions, key=lambda v: int(v.version)):
@@ -171,6 +247,109 @@ def test_rmse_of(model_uri: str, test_frame) -> float:
     return rmse(test_frame["duration"].to_numpy(), pred)
 
 
+def ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create ``name`` unless it exists (a concurrent register may create it first)."""
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as exc:
+        if not is_not_found(exc):
+            raise
+    try:
+        client.create_registered_model(
+            name,
+            description="NYC taxi trip duration (minutes) from raw trip records; "
+            "built by the nyc-taxi-duration MLflow Project.",
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def register_version(client: MlflowClient, name: str, chosen: Run, tags: dict[str, str]):
+    """The version holding ``chosen``'s model: the existing one, or a new one."""
+    version = existing_version(client, name, chosen)
+    if version is not None:
+        log.info(
+            "%s version %s already holds candidate %s: not registering again",
+            name,
+            version.version,
+            chosen.info.run_id,
+        )
+        return version
+    ensure_registered_model(client, name)
+    version = client.create_model_version(
+        name,
+        source=chosen.data.tags["model_uri"],
+        model_id=chosen.data.tags["model_uri"].removeprefix("models:/"),
+        run_id=chosen.info.run_id,
+        tags=tags,
+        description=(
+            f"{tags['model_kind']} from hpo trial {chosen.data.tags.get('hpo_trial_id')}"
+            f" (run {tags['hpo_run_id']}); val_rmse {tags['val_rmse']}, test_rmse "
+            f"{tags['test_rmse']}; train/val/test months {tags['data.train.month']}/"
+            f"{tags['data.val.month']}/{tags['data.test.month']}; commit "
+            f"{tags['git_commit']}"
+        ),
+    )
+    log.info(
+        "registered %s version %s from %s", name, version.version, chosen.data.tags["model_uri"]
+    )
+    return version
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    verdict: ChampionVerdict
+    champion_rmse: float | None  # the previous champion's, when it was evaluated
+    champion: str  # the champion's version after the gate
+
+
+def pause_for_tests() -> None:
+    """Test hook: sleep ``$NYC_TAXI_TEST_GATE_PAUSE_S`` seconds between reading the champion
+    and writing it, so that a test can force two registers to overlap there. Unset: no pause."""
+    pause = os.environ.get(GATE_PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause))
+
+
+def run_gate(
+    client: MlflowClient,
+    name: str,
+    version: ModelVersion,
+    candidate_rmse: float,
+    test: pd.DataFrame,
+    owner_run_id: str,
+) -> GateOutcome:
+    """Compare ``version`` (its test RMSE ``candidate_rmse`` on ``test``, the month its tag
+    ``data.test.month`` names) with the current champion and move ``champion`` if it wins,
+    holding the champion lock from reading the champion to writing it."""
+    this = str(version.version)
+    with champion_lock(client, name, owner_run_id):
+        current = champion_version(client, name)
+        current_version = None if current is None else str(current.version)
+        champion_rmse = None
+        refusal = None
+        if current_version != this:
+            models = [trained_on(f"challenger version {this}", version.tags)]
+            if current is not None:
+                models.append(trained_on(f"champion version {current_version}", current.tags))
+            refusal = unfair_comparison(version.tags.get("data.test.month", "unknown"), models)
+        if refusal is not None:
+            verdict = ChampionVerdict(False, refusal)
+        else:
+            if current_version not in (None, this):
+                champion_rmse = test_rmse_of(f"models:/{name}/{current_version}", test)
+            verdict = decide_champion(this, candidate_rmse, current_version, champion_rmse)
+        pause_for_tests()
+        if verdict.promote:
+            promote(client, name, this, f"register run {owner_run_id}: {verdict.reason}")
+            current_version = this
+    if refusal is not None:
+        log.warning("%s", refusal)
+    return GateOutcome(verdict, champion_rmse, str(current_version))
+
+
 def run_register(config: RegisterConfig) -> RegisterResult:
     config.validate()
     client = MlflowClient()
@@ -195,74 +374,27 @@ def run_register(config: RegisterConfig) -> RegisterResult:
         preprocess = get_step_run(
             train_run.data.tags["preprocess_run_id"], "preprocess", "preprocess_run_id"
         )
-        tags = version_tags(chosen, train_run, preprocess)
         name = config.model_name
-
-        version = existing_version(client, name, chosen)
-        if version is None:
-            try:
-                client.get_registered_model(name)
-            except MlflowException:
-                client.create_registered_model(
-                    name,
-                    description="NYC taxi trip duration (minutes) from raw trip records; "
-                    "built by the nyc-taxi-duration MLflow Project.",
-                )
-            version = client.create_model_version(
-                name,
-                source=chosen.data.tags["model_uri"],
-                model_id=chosen.data.tags["model_uri"].removeprefix("models:/"),
-                run_id=chosen.info.run_id,
-                tags=tags,
-                description=(
-                    f"{tags['model_kind']} from hpo trial {chosen.data.tags.get('hpo_trial_id')}"
-                    f" (run {tags['hpo_run_id']}); val_rmse {tags['val_rmse']}, test_rmse "
-                    f"{tags['test_rmse']}; train/val/test months {tags['data.train.month']}/"
-                    f"{tags['data.val.month']}/{tags['data.test.month']}; commit "
-                    f"{tags['git_commit']}"
-                ),
-            )
-            log.info(
-                "registered %s version %s from %s",
-                name,
-                version.version,
-                chosen.data.tags["model_uri"],
-            )
-        else:
-            log.info(
-                "%s version %s already holds candidate %s: not registering again",
-                name,
-                version.version,
-                chosen.info.run_id,
-            )
+        version = register_version(
+            client, name, chosen, version_tags(chosen, train_run, preprocess)
+        )
         client.set_registered_model_alias(name, CHALLENGER, version.version)
 
         _, frames = load_preprocessed(preprocess.info.run_id, ("test",))
         test = frames["test"]
         candidate_rmse = test_rmse_of(f"models:/{name}/{version.version}", test)
-        current = champion_version(client, name)
-        current_version = None if current is None else str(current.version)
-        champion_rmse = None
-        if current_version not in (None, str(version.version)):
-            champion_rmse = test_rmse_of(f"models:/{name}/{current_version}", test)
-        verdict = decide_champion(
-            str(version.version), candidate_rmse, current_version, champion_rmse
-        )
-        decision = verdict.reason
-        if verdict.promote:
-            promote(client, name, version.version, f"register run {run.info.run_id}: {decision}")
-        champion = str(champion_version(client, name).version)
+        gate = run_gate(client, name, version, candidate_rmse, test, run.info.run_id)
 
         metrics = {"candidate_test_rmse": candidate_rmse}
-        if champion_rmse is not None:
-            metrics["champion_test_rmse"] = champion_rmse
+        if gate.champion_rmse is not None:
+            metrics["champion_test_rmse"] = gate.champion_rmse
         mlflow.log_metrics(metrics)
         mlflow.set_tags(
             {
                 "registered_model": name,
                 "registered_version": version.version,
-                "decision": decision,
-                "champion_version": champion,
+                "decision": gate.verdict.reason,
+                "champion_version": gate.champion,
                 "candidate_run_id": chosen.info.run_id,
             }
         )
@@ -270,10 +402,10 @@ def run_register(config: RegisterConfig) -> RegisterResult:
             run.info.run_id,
             name,
             version.version,
-            decision,
+            gate.verdict.reason,
             candidate_rmse,
-            champion_rmse,
-            champion,
+            gate.champion_rmse,
+            gate.champion,
         )
 
 

@@ -7,7 +7,8 @@ forward"; naming the current champion changes nothing. Writes to its run: params
 ``model_name``, ``version``, ``reason``; tags ``step=rollback``, ``decision``,
 ``previous_champion_version``, ``champion_version``. Tags the version
 ``promoted_at``/``promotion_reason`` (``rollback: <reason>`` or ``move forward: <reason>``)
-and the replaced one ``replaced_at``/``replaced_by_version``.
+and the replaced one ``replaced_at``/``replaced_by_version``. Reads and moves the champion
+holding the champion lock, like ``register`` (``steps/registry.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from mlflow.tracking import MlflowClient
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
 from steps.options import model_name_option
-from steps.registry import champion_version, check_model_name, get_version, promote
+from steps.registry import (
+    champion_lock,
+    champion_version,
+    check_model_name,
+    get_version,
+    promote,
+)
 from steps.tracking import log_params_missing, step_run
 
 
@@ -58,13 +65,16 @@ def run_rollback(model_name: str, version: str, reason: str) -> tuple[str, str |
         raise UserError("reason must say why the champion is moved")
     client = MlflowClient()
     target = get_version(client, model_name, version)  # fails before any run starts
-    with step_run("rollback", f"rollback {model_name} to {target.version}"):
+    with step_run("rollback", f"rollback {model_name} to {target.version}") as run:
         log_params_missing({"model_name": model_name, "version": version, "reason": reason})
-        current = champion_version(client, model_name)
-        previous = None if current is None else str(current.version)
-        move = decide_move(previous, str(target.version), reason)
-        if move.moves:
-            promote(client, model_name, str(target.version), move.promotion_reason)
+        # under the lock a concurrent register neither decides against a champion this moves
+        # away, nor overwrites this move with a decision made before it
+        with champion_lock(client, model_name, run.info.run_id):
+            current = champion_version(client, model_name)
+            previous = None if current is None else str(current.version)
+            move = decide_move(previous, str(target.version), reason)
+            if move.moves:
+                promote(client, model_name, str(target.version), move.promotion_reason)
         mlflow.set_tags(
             {
                 "decision": move.decision,
