@@ -178,7 +178,10 @@ def unfair_comparison(test_month: str, models: Sequence[TrainedOn]) -> str | Non
         months = {"train": m.train, "val": m.val}
         unknown = [split for split, month in months.items() if month in ("", UNKNOWN_MONTH)]
         if unknown:
-            problems.append(f"{m.model} has no data.{unknown[0]}.month tag, so it may have seen it")
+            problems.append(
+                f"{m.model} has no data.{unknown[0]}.month tag, so it may have seen it "
+                "(tag the version with the months it saw)"
+            )
         elif overlap := [split for split, month in months.items() if month == test_month]:
             problems.append(
                 f"it is {m.model}'s {' and '.join(overlap)} month (train {m.train}, val {m.val})"

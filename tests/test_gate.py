@@ -55,7 +55,8 @@ def test_unknown_months_cannot_be_shown_fair():
     hand_made = TrainedOn("champion version 1", "unknown", "unknown")
     assert unfair_comparison("2023-03", [CHALLENGER, hand_made]) == (
         "refused: comparing on test month 2023-03 is not fair: champion version 1 has no "
-        "data.train.month tag, so it may have seen it; @champion unchanged"
+        "data.train.month tag, so it may have seen it (tag the version with the months it saw); "
+        "@champion unchanged"
     )
     assert unfair_comparison("unknown", [CHALLENGER]) == (
         "refused: comparing on test month unknown is not fair: this run's test month is "
