@@ -19,14 +19,40 @@ Each trial is a child run (tag ``mlflow.parentRunId``) named ``trial-NNN`` with:
 A resumed search (``resume_run_id``) nests its new trials under the original parent, which ends
 FINISHED with the results above; the resuming run is tagged ``resumed_from`` and logs
 ``best_val_rmse`` and ``best_params.json`` too. Search settings come from the original run.
+
+One process at a time runs a search (MLflow has no locks, so this is a protocol on tags of the
+search's parent run):
+- The live search (the original, or the resumer that took it over) holds tag
+  ``hpo.heartbeat`` = ``{"run_id", "time" (epoch s), "host", "pid"}`` of its process,
+  refreshed before each trial and every ``stale / 4`` seconds (at most 20 s) from a background
+  thread, and deleted when it ends (finished or failed); only a killed process (or a store that
+  went away) leaves it behind.
+- A heartbeat or claim is live while younger than the staleness (``HEARTBEAT_STALE_SECONDS`` =
+  90 s; the environment variable ``NYC_TAXI_HPO_STALE_SECONDS`` overrides it), unless it names
+  this host and a pid that no longer exists (then it is dead at once). A resumer refuses while
+  the heartbeat is live: "search <id> is being run by <run> (host, pid, heartbeat N s ago)".
+  After a crash on another machine, wait that long before resuming.
+- Otherwise it writes its claim, tag ``hpo.claim.<its run id>`` (same JSON), and re-reads the
+  parent (``claim_verdict``): no other live claim -> it proceeds and writes the heartbeat at
+  once; a live claim earlier than its own (time, run ID) -> it withdraws and refuses; earliest
+  among others -> it waits (up to 10 s) for them to withdraw, and refuses if they do not. Every
+  claimant writes before it reads, so of any two at least one sees the other: at most one
+  proceeds.
+- Second line: after creating trial k's run, a search looks for another live (running or
+  finished) run of trial k under the same parent that started before its own; if there is
+  one, it marks its run KILLED and stops ("trial k of search ... was already started by ...").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +63,7 @@ import numpy as np
 from hyperopt import STATUS_OK, Trials, fmin, tpe
 from hyperopt.base import JOB_STATE_DONE
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
@@ -63,6 +90,11 @@ from steps.tracking import (
 TRIAL_ID_TAG = "trial_id"
 TRIAL_VALS_TAG = "trial.vals"
 TRIAL_PARAMS_TAG = "trial.params"
+HEARTBEAT_TAG = "hpo.heartbeat"
+CLAIM_TAG_PREFIX = "hpo.claim."
+HEARTBEAT_STALE_SECONDS = 90.0
+STALE_SECONDS_ENV = "NYC_TAXI_HPO_STALE_SECONDS"
+CLAIM_WAIT_SECONDS = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -147,14 +179,211 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class SearchTaken(UserError):
+    """Another process runs this search: this one stops without touching the search's state."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    run_id: str
+    time: float  # epoch seconds
+    host: str = ""
+    pid: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"run_id": self.run_id, "time": self.time, "host": self.host, "pid": self.pid}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Claim:
+        data = json.loads(text)
+        return cls(str(data["run_id"]), float(data["time"]), str(data["host"]), int(data["pid"]))
+
+
+def stale_seconds() -> float:
+    """How old a heartbeat or claim must be to count as dead (``NYC_TAXI_HPO_STALE_SECONDS``)."""
+    value = os.environ.get(STALE_SECONDS_ENV, "")
+    try:
+        seconds = float(value) if value else HEARTBEAT_STALE_SECONDS
+    except ValueError:
+        raise UserError(f"{STALE_SECONDS_ENV} must be a number of seconds, got {value!r}") from None
+    if seconds <= 0:
+        raise UserError(f"{STALE_SECONDS_ENV} must be positive, got {value!r}")
+    return seconds
+
+
+def claim_verdict(
+    search_id: str,
+    me: Claim,
+    heartbeat: Claim | None,
+    claims: list[Claim],
+    now: float,
+    stale: float,
+    dead: frozenset[str] = frozenset(),
+) -> tuple[str, str]:
+    """``("proceed" | "wait" | "refuse", reason)`` for ``me``, who has written its claim and
+    read back the parent's ``heartbeat`` and ``claims`` (its own among them). A heartbeat or
+    claim is live while younger than ``stale`` seconds, unless its run is in ``dead`` (its
+    process is known to be gone)."""
+
+    def live(c: Claim) -> bool:
+        return c.run_id != me.run_id and c.run_id not in dead and now - c.time < stale
+
+    if heartbeat is not None and live(heartbeat):
+        return "refuse", (
+            f"search {search_id} is being run by {heartbeat.run_id} (host {heartbeat.host}, pid "
+            f"{heartbeat.pid}, heartbeat {now - heartbeat.time:.0f} s ago); resume it once that "
+            f"process is gone (on the same host) or its heartbeat is {stale:.0f} s old"
+        )
+    rivals = [c for c in claims if live(c)]
+    if not rivals:
+        return "proceed", "no other live claim"
+    earlier = [c for c in rivals if (c.time, c.run_id) < (me.time, me.run_id)]
+    if earlier:
+        first = min(earlier, key=lambda c: (c.time, c.run_id))
+        return "refuse", (
+            f"search {search_id} is being resumed by {first.run_id} (claimed "
+            f"{now - first.time:.0f} s ago, before this run)"
+        )
+    return "wait", f"{len(rivals)} later claim(s) to withdraw"
+
+
+def _process_gone(claim: Claim) -> bool:
+    """True only when ``claim``'s process ran on this host and no longer exists."""
+    if claim.host != socket.gethostname() or claim.pid <= 0:
+        return False
+    try:
+        os.kill(claim.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, another user's
+        return False
+    return False
+
+
+def _read_lease_tags(tags: dict[str, str]) -> tuple[Claim | None, list[Claim], frozenset[str]]:
+    """The heartbeat, the claims, and the run IDs among them whose process is gone."""
+    heartbeat = None
+    if HEARTBEAT_TAG in tags:
+        try:
+            heartbeat = Claim.from_json(tags[HEARTBEAT_TAG])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring an unreadable %s tag: %r", HEARTBEAT_TAG, tags[HEARTBEAT_TAG])
+    claims = []
+    for key, value in tags.items():
+        if key.startswith(CLAIM_TAG_PREFIX):
+            try:
+                claims.append(Claim.from_json(value))
+            except (ValueError, KeyError, TypeError):
+                continue
+    everyone = claims + ([heartbeat] if heartbeat else [])
+    return heartbeat, claims, frozenset(c.run_id for c in everyone if _process_gone(c))
+
+
+class SearchLease:
+    """The right of one process (run ``owner_run_id``) to run the search ``parent_run_id``:
+    the heartbeat, and for a resumer its claim (see the module docstring)."""
+
+    def __init__(self, parent_run_id: str, owner_run_id: str, stale: float):
+        self.client = MlflowClient()
+        self.parent_run_id = parent_run_id
+        self.owner_run_id = owner_run_id
+        self.stale = stale
+        self.interval = min(20.0, stale / 4)
+        self._claimed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def claim(self) -> None:
+        """Take over the search, or raise ``SearchTaken`` (the claim withdrawn)."""
+        heartbeat, _, dead = _read_lease_tags(self._tags())
+        me = self._me()
+        verdict, reason = claim_verdict(
+            self.parent_run_id, me, heartbeat, [], me.time, self.stale, dead
+        )
+        if verdict == "refuse":  # do not even claim while the search is visibly alive
+            raise SearchTaken(reason)
+        self.client.set_tag(self.parent_run_id, CLAIM_TAG_PREFIX + me.run_id, me.to_json())
+        self._claimed = True
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while True:
+            heartbeat, claims, dead = _read_lease_tags(self._tags())
+            verdict, reason = claim_verdict(
+                self.parent_run_id, me, heartbeat, claims, time.time(), self.stale, dead
+            )
+            if verdict == "proceed":
+                break
+            if verdict == "refuse" or time.monotonic() > deadline:
+                self._withdraw()
+                if verdict == "wait":
+                    reason = f"search {self.parent_run_id}: {reason} did not, in time"
+                raise SearchTaken(reason)
+            time.sleep(0.5)
+        self.beat()
+
+    def _me(self) -> Claim:
+        return Claim(self.owner_run_id, time.time(), socket.gethostname(), os.getpid())
+
+    def _tags(self) -> dict[str, str]:
+        return self.client.get_run(self.parent_run_id).data.tags
+
+    def beat(self) -> None:
+        self.client.set_tag(self.parent_run_id, HEARTBEAT_TAG, self._me().to_json())
+
+    def __enter__(self) -> SearchLease:
+        self.beat()
+        self._thread = threading.Thread(target=self._beat_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat_forever(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except Exception as exc:  # a missed beat is retried; the search goes on
+                log.warning("heartbeat of search %s failed: %s", self.parent_run_id, exc)
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            heartbeat, _, _ = _read_lease_tags(self._tags())
+        except MlflowException as exc:  # the store is gone: the heartbeat goes stale instead
+            log.warning("could not release search %s: %s", self.parent_run_id, exc)
+            return
+        if heartbeat is not None and heartbeat.run_id == self.owner_run_id:
+            self._delete_tag(HEARTBEAT_TAG)
+        self._withdraw()
+
+    def _withdraw(self) -> None:
+        if self._claimed:
+            self._delete_tag(CLAIM_TAG_PREFIX + self.owner_run_id)
+            self._claimed = False
+
+    def _delete_tag(self, key: str) -> None:
+        try:
+            self.client.delete_tag(self.parent_run_id, key)
+        except MlflowException as exc:
+            log.warning("could not delete tag %s of search %s: %s", key, self.parent_run_id, exc)
+
+
 class TrialLogger:
     """Creates one child run per trial under ``parent_run_id`` and logs it in one batch."""
 
-    def __init__(self, parent_run_id: str, experiment_id: str, model: str):
+    def __init__(
+        self,
+        parent_run_id: str,
+        experiment_id: str,
+        model: str,
+        before_trial: Callable[[], None] = lambda: None,
+    ):
         self.client = MlflowClient()
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
         self.model = model
+        self.before_trial = before_trial  # the heartbeat
 
     def run_trial(
         self,
@@ -166,6 +395,7 @@ class TrialLogger:
         settings: XGBoostSettings,
     ) -> TrialRecord:
         vals, params = _jsonable(vals), _jsonable(params)
+        self.before_trial()
         run = self.client.create_run(
             self.experiment_id,
             tags={
@@ -177,6 +407,7 @@ class TrialLogger:
             run_name=f"trial-{trial_id:03d}",
         )
         run_id = run.info.run_id
+        self._check_no_rival(trial_id, run)
         try:
             result = train_and_evaluate(self.model, params, train, val, settings)
             metrics = {"val_rmse": result.val_rmse, "train_seconds": result.train_seconds}
@@ -197,6 +428,28 @@ class TrialLogger:
             raise
         self.client.set_terminated(run_id, "FINISHED")
         return TrialRecord(trial_id, vals, params, result.val_rmse, run_id, result.best_iteration)
+
+    def _check_no_rival(self, trial_id: int, run) -> None:
+        """Stop if another process started trial ``trial_id`` of this search before us."""
+        same_trial = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}' "
+            f"and tags.{TRIAL_ID_TAG} = '{trial_id}'",
+            run_view_type=mlflow.entities.ViewType.ALL,
+        )
+        mine = (run.info.start_time, run.info.run_id)
+        rivals = [
+            r
+            for r in same_trial
+            if r.info.status in ("RUNNING", "SCHEDULED", "FINISHED")
+            and (r.info.start_time, r.info.run_id) < mine
+        ]
+        if rivals:
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            raise SearchTaken(
+                f"trial {trial_id} of search {self.parent_run_id} was already started by run "
+                f"{rivals[0].info.run_id}: another process is running this search; this one stops"
+            )
 
 
 def reload_trials(parent_run_id: str, experiment_id: str) -> list[TrialRecord]:
@@ -346,10 +599,9 @@ def _original_config(run, given: HpoConfig) -> HpoConfig:
 
 def run_hpo(config: HpoConfig) -> HpoResult:
     config.validate()
-    client = MlflowClient()
+    stale = stale_seconds()
     with step_run("hpo", config.run_name()) as run:
         log_params_missing(config.params())
-        experiment_id = run.info.experiment_id
         if config.resume_run_id:
             original = get_step_run(config.resume_run_id, "hpo", "resume_run_id")
             if original.data.tags.get(RESUMED_FROM_TAG):
@@ -359,61 +611,70 @@ def run_hpo(config: HpoConfig) -> HpoResult:
                 )
             config = _original_config(original, config)
             set_run_name(config.run_name())  # the search's own model
-            parent_run_id = original.info.run_id
-            parent_experiment_id = original.info.experiment_id
-            mlflow.set_tag(RESUMED_FROM_TAG, parent_run_id)
+            mlflow.set_tag(RESUMED_FROM_TAG, original.info.run_id)
+            lease = SearchLease(original.info.run_id, run.info.run_id, stale)
+            lease.claim()  # before reloading: reloading marks running trials KILLED
         else:
-            parent_run_id, parent_experiment_id = run.info.run_id, experiment_id
-        preprocess = resolve_upstream(
-            config.preprocess_run_id, "preprocess", "preprocess_run_id", experiment_id
-        )
-        config = replace(config, preprocess_run_id=preprocess.info.run_id)
-        mlflow.set_tags({"preprocess_run_id": preprocess.info.run_id, "model": config.model})
-        train, val = load_training_data(preprocess.info.run_id)
-        log.info(
-            "train %s, val %s; model %s, %d trials",
-            train.X.shape,
-            val.X.shape,
-            config.model,
-            config.n_trials,
-        )
+            original = run
+            lease = SearchLease(run.info.run_id, run.info.run_id, stale)
+        with lease:
+            return _run_search(config, run, original, lease)
 
-        started = time.perf_counter()
-        reloaded = []
+
+def _run_search(config: HpoConfig, run, parent, lease: SearchLease) -> HpoResult:
+    """The search under ``parent`` (``run`` itself unless resuming), with the lease held."""
+    client = MlflowClient()
+    parent_run_id, parent_experiment_id = parent.info.run_id, parent.info.experiment_id
+    preprocess = resolve_upstream(
+        config.preprocess_run_id, "preprocess", "preprocess_run_id", run.info.experiment_id
+    )
+    config = replace(config, preprocess_run_id=preprocess.info.run_id)
+    mlflow.set_tags({"preprocess_run_id": preprocess.info.run_id, "model": config.model})
+    train, val = load_training_data(preprocess.info.run_id)
+    log.info(
+        "train %s, val %s; model %s, %d trials",
+        train.X.shape,
+        val.X.shape,
+        config.model,
+        config.n_trials,
+    )
+
+    started = time.perf_counter()
+    reloaded = []
+    if config.resume_run_id:
+        reloaded = reload_trials(parent_run_id, parent_experiment_id)
+        log.info("resume: reusing %d finished trials of search %s", len(reloaded), parent_run_id)
+    trial_logger = TrialLogger(parent_run_id, parent_experiment_id, config.model, lease.beat)
+    try:
+        records = search(config, train, val, trial_logger, reloaded)
+    except SearchTaken:
+        raise  # the search is another process's: leave its state alone
+    except BaseException:
         if config.resume_run_id:
-            reloaded = reload_trials(parent_run_id, parent_experiment_id)
-            log.info(
-                "resume: reusing %d finished trials of search %s", len(reloaded), parent_run_id
+            client.set_terminated(parent_run_id, "FAILED")
+        raise
+    best = best_of(records)
+    payload = _best_params_payload(config, best, parent_run_id)
+    summary = {
+        "best_val_rmse": best.val_rmse,
+        "n_trials": len(records),
+        "search_seconds": time.perf_counter() - started,
+    }
+    targets = [run.info.run_id] + ([parent_run_id] if config.resume_run_id else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / BEST_PARAMS_PATH
+        path.write_text(json.dumps(payload, indent=2))
+        for run_id in targets:
+            client.log_artifact(run_id, str(path))
+            client.set_tag(run_id, "best_trial_run_id", best.run_id)
+            now = int(time.time() * 1000)
+            client.log_batch(
+                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()]
             )
-        trial_logger = TrialLogger(parent_run_id, parent_experiment_id, config.model)
-        try:
-            records = search(config, train, val, trial_logger, reloaded)
-        except BaseException:
-            if config.resume_run_id:
-                client.set_terminated(parent_run_id, "FAILED")
-            raise
-        best = best_of(records)
-        payload = _best_params_payload(config, best, parent_run_id)
-        summary = {
-            "best_val_rmse": best.val_rmse,
-            "n_trials": len(records),
-            "search_seconds": time.perf_counter() - started,
-        }
-        targets = [run.info.run_id] + ([parent_run_id] if config.resume_run_id else [])
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / BEST_PARAMS_PATH
-            path.write_text(json.dumps(payload, indent=2))
-            for run_id in targets:
-                client.log_artifact(run_id, str(path))
-                client.set_tag(run_id, "best_trial_run_id", best.run_id)
-                now = int(time.time() * 1000)
-                client.log_batch(
-                    run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()]
-                )
-        if config.resume_run_id:
-            client.set_terminated(parent_run_id, "FINISHED")
-        log.info("best trial %d: val_rmse %.6f (run %s)", best.trial_id, best.val_rmse, best.run_id)
-        return HpoResult(parent_run_id, best, records, len(reloaded))
+    if config.resume_run_id:
+        client.set_terminated(parent_run_id, "FINISHED")
+    log.info("best trial %d: val_rmse %.6f (run %s)", best.trial_id, best.val_rmse, best.run_id)
+    return HpoResult(parent_run_id, best, records, len(reloaded))
 
 
 @click.command(cls=StepCommand, params=options.hpo_options())
