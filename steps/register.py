@@ -16,11 +16,12 @@ re-evaluated here).
 The gate (``run_gate``; decisions in the pure ``unfair_comparison`` and ``decide_champion``):
 
 - Fair months: this run's test month (``data.test.month``) must be neither the train nor the
-  val month of the new version (its preprocess run's tags) nor of the champion (its version
-  tags). Otherwise the comparison is refused: the version is still registered and gets
-  ``challenger``, ``champion`` does not move, the run finishes with ``decision`` = ``refused:
-  ...`` naming the months and versions (a warning too). A version without month tags cannot be
-  shown fair, so it is refused as well; ``rollback`` moves the champion by hand.
+  val month of the new version (its version tags, copied from its preprocess run) nor of the
+  champion (its version tags). Otherwise the comparison is refused: the version is still
+  registered and gets ``challenger``, ``champion`` does not move, the run finishes with
+  ``decision`` = ``refused: ...`` naming the months and versions (a warning too). A version
+  without month tags cannot be shown fair, so it is refused as well; ``rollback`` moves the
+  champion by hand.
 - Ties: the new version wins only with a strictly lower RMSE (``<`` on the float64 values, no
   tolerance): an exact tie keeps the champion; one ulp lower promotes.
 - Concurrent registers: MLflow has no transaction or compare-and-set on aliases, so each
@@ -33,8 +34,14 @@ The gate (``run_gate``; decisions in the pure ``unfair_comparison`` and ``decide
   only if it beats A. Order B then A: A reads B and replaces it if better. Either way
   ``champion`` ends as the better of A, B and the champion before them (on a shared test
   month; a tie keeps the earlier holder), as if the two runs had never overlapped. The same
-  holds for more processes, by induction over the lock order. A process that dies holding the
-  lock is waited for until its run is no longer RUNNING or ``LOCK_STALE_S`` has passed.
+  holds for more processes, by induction over the lock order (with different test months,
+  each decision is judged on its own run's month, in that order). Mutual exclusion rests on
+  creating the lock model being atomic in the store. A process that dies holding the lock is
+  waited for until its run is no longer RUNNING or ``LOCK_STALE_S`` has passed; a live holder
+  slower than that would lose its exclusion (a decision takes seconds). Two first registers
+  of a new model both create it; the second's "already exists" is not an error. Two registers
+  of the same candidate at once may still give it two versions (both find none): harmless to
+  the champion, which one of them holds.
   ``$NYC_TAXI_TEST_GATE_PAUSE_S`` (tests only) pauses between the read and the write, to make
   two registers overlap there.
 
