@@ -23,15 +23,15 @@ FINISHED with the results above; the resuming run is tagged ``resumed_from`` and
 One process at a time runs a search (MLflow has no locks, so this is a protocol on tags of the
 search's parent run):
 - The live search (the original, or the resumer that took it over) holds tag
-  ``hpo.heartbeat`` = ``{"run_id", "time" (epoch s), "host", "pid"}`` of its process,
+  ``hpo.heartbeat`` = ``{"run_id", "time" (epoch s), "host", "pid", "pid_ns"}`` of its process,
   refreshed before each trial and every ``stale / 4`` seconds (at most 20 s) from a background
   thread, and deleted when it ends (finished or failed); only a killed process (or a store that
   went away) leaves it behind.
 - A heartbeat or claim is live while younger than the staleness (``HEARTBEAT_STALE_SECONDS`` =
   90 s; the environment variable ``NYC_TAXI_HPO_STALE_SECONDS`` overrides it), unless it names
-  this host and a pid that no longer exists (then it is dead at once). A resumer refuses while
-  the heartbeat is live: "search <id> is being run by <run> (host, pid, heartbeat N s ago)".
-  After a crash on another machine, wait that long before resuming.
+  this host and pid namespace and a pid that no longer exists or is a zombie (then it is dead
+  at once). A resumer refuses while the heartbeat is live: "search <id> is being run by <run>
+  (host, pid, heartbeat N s ago)". After a crash on another machine, wait that long.
 - Otherwise it writes its claim, tag ``hpo.claim.<its run id>`` (same JSON), and re-reads the
   parent (``claim_verdict``): no other live claim -> it proceeds and writes the heartbeat at
   once; a live claim earlier than its own (time, run ID) -> it withdraws and refuses; earliest
@@ -189,16 +189,21 @@ class Claim:
     time: float  # epoch seconds
     host: str = ""
     pid: int = 0
+    pid_ns: str = ""  # the pid namespace: a pid means this process only within it
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"run_id": self.run_id, "time": self.time, "host": self.host, "pid": self.pid}
-        )
+        return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> Claim:
         data = json.loads(text)
-        return cls(str(data["run_id"]), float(data["time"]), str(data["host"]), int(data["pid"]))
+        return cls(
+            str(data["run_id"]),
+            float(data["time"]),
+            str(data["host"]),
+            int(data["pid"]),
+            str(data.get("pid_ns", "")),
+        )
 
 
 def stale_seconds() -> float:
@@ -249,9 +254,22 @@ def claim_verdict(
     return "wait", f"{len(rivals)} later claim(s) to withdraw"
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def this_process(run_id: str) -> Claim:
+    """A claim (or heartbeat) by this process, for run ``run_id``, now."""
+    return Claim(run_id, time.time(), socket.gethostname(), os.getpid(), _pid_namespace())
+
+
 def _process_gone(claim: Claim) -> bool:
-    """True only when ``claim``'s process ran on this host and no longer exists."""
-    if claim.host != socket.gethostname() or claim.pid <= 0:
+    """True only when ``claim``'s process ran on this host, in this pid namespace, and no
+    longer exists (or is a zombie); anything unsure counts as alive."""
+    if claim.pid <= 0 or (claim.host, claim.pid_ns) != (socket.gethostname(), _pid_namespace()):
         return False
     try:
         os.kill(claim.pid, 0)
@@ -259,7 +277,11 @@ def _process_gone(claim: Claim) -> bool:
         return True
     except PermissionError:  # exists, another user's
         return False
-    return False
+    try:
+        stat = Path(f"/proc/{claim.pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _read_lease_tags(tags: dict[str, str]) -> tuple[Claim | None, list[Claim], frozenset[str]]:
@@ -323,7 +345,7 @@ class SearchLease:
         self.beat()
 
     def _me(self) -> Claim:
-        return Claim(self.owner_run_id, time.time(), socket.gethostname(), os.getpid())
+        return this_process(self.owner_run_id)
 
     def _tags(self) -> dict[str, str]:
         return self.client.get_run(self.parent_run_id).data.tags
@@ -347,7 +369,7 @@ class SearchLease:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout=30)  # a beat stuck on an unreachable server: give up
         try:
             heartbeat, _, _ = _read_lease_tags(self._tags())
         except MlflowException as exc:  # the store is gone: the heartbeat goes stale instead

@@ -3,11 +3,10 @@ SQLite store, with heartbeats and claims written as another process would write 
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -22,6 +21,7 @@ from steps.hpo import (
     SearchTaken,
     claim_verdict,
     stale_seconds,
+    this_process,
 )
 
 NOW = 1_000_000.0
@@ -122,10 +122,13 @@ def test_claim_after_staleness_then_release(parent):
 def test_heartbeat_of_a_dead_local_process_is_dead_at_once(parent):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    set_heartbeat(parent, Claim("orig", time.time(), socket.gethostname(), gone.pid))
+    set_heartbeat(parent, replace(this_process("orig"), pid=gone.pid))
     SearchLease(parent, "resumer", 90).claim()
-    # a live local process (this one) is respected
-    set_heartbeat(parent, Claim("orig", time.time(), socket.gethostname(), os.getpid()))
+    # a live local process (this one) is respected, and so is a pid of another namespace
+    set_heartbeat(parent, this_process("orig"))
+    with pytest.raises(SearchTaken, match="being run by orig"):
+        SearchLease(parent, "other", 90).claim()
+    set_heartbeat(parent, replace(this_process("orig"), pid=gone.pid, pid_ns="pid:[1]"))
     with pytest.raises(SearchTaken, match="being run by orig"):
         SearchLease(parent, "other", 90).claim()
 
