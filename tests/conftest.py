@@ -204,6 +204,23 @@ def tiny_search(shared_tracking, preprocess_run) -> str:
     return assert_ok(mlflow_run(shared_tracking, "hpo", params))
 
 
+@pytest.fixture(scope="session")
+def train_run(shared_tracking, tiny_search) -> str:
+    """train_best of the tiny search's two best trials."""
+    return assert_ok(
+        mlflow_run(shared_tracking, "train_best", {"hpo_run_id": tiny_search, "top_n": 2})
+    )
+
+
+@pytest.fixture(scope="session")
+def worse_train_run(shared_tracking, preprocess_run) -> str:
+    """A linear baseline (one trial): clearly worse than XGBoost on the same months."""
+    search = assert_ok(
+        mlflow_run(shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, "model": "linear"})
+    )
+    return assert_ok(mlflow_run(shared_tracking, "train_best", {"hpo_run_id": search}))
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # keep pytest output clean
         pass

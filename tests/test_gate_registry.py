@@ -16,7 +16,6 @@ from steps.artifacts import load_preprocessed
 from steps.register import GATE_PAUSE_ENV, run_gate, version_tags
 from steps.registry import CHAMPION, LOCK_SUFFIX
 from tests.conftest import REPO
-from tests.test_train_register import train_run, worse_train_run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +36,7 @@ def best_candidate(tracking, train_run_id):
 
 
 @pytest.fixture(scope="module")
-def same_model_twice(shared_tracking, train_run):  # noqa: F811
+def same_model_twice(shared_tracking, train_run):
     """Versions 1 and 2 of ``tie`` hold one candidate's model, with its real tags; version 3
     too, but tagged as trained on the test month. Returns (name, versions, test frame)."""
     mlflow.set_tracking_uri(shared_tracking.uri)  # set up before the autouse fixture
@@ -112,8 +111,8 @@ def start_register(tracking, train_run_id: str, name: str, pause: float) -> subp
 )
 def test_concurrent_registers_end_with_the_better_champion(
     shared_tracking,
-    train_run,  # noqa: F811
-    worse_train_run,  # noqa: F811
+    train_run,
+    worse_train_run,
     better_pause,
     worse_pause,
 ):

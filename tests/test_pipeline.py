@@ -159,7 +159,11 @@ def test_a_failing_step_stops_main_and_keeps_earlier_runs(tracking, clone, tlc_d
     project, _ = clone
     client = tracking.client
     client.create_registered_model("nyc-taxi-regressor")
-    client.create_model_version("nyc-taxi-regressor", source=str(tmp_path / "gone"))
+    client.create_model_version(
+        "nyc-taxi-regressor",
+        source=str(tmp_path / "gone"),
+        tags={"data.train.month": "2022-01", "data.val.month": "2022-02"},  # a fair comparison
+    )
     client.set_registered_model_alias("nyc-taxi-regressor", "champion", "1")
     params = {"raw_data_path": tlc_dir, **SMALL}
     completed = mlflow_run(tracking, "main", params, project=project)

@@ -26,7 +26,7 @@ from steps import tlc
 from steps.contract import INPUT_COLUMNS, MIN_PREDICTED_MINUTES
 from steps.models import rmse
 from steps.predictor import predict_estimator
-from tests.conftest import Tracking, assert_ok, free_port, mlflow_run, tlc_file
+from tests.conftest import Tracking, free_port, tlc_file
 
 pytestmark = pytest.mark.slow
 
@@ -75,11 +75,10 @@ def served(tracking: Tracking, model_uri: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def linear_candidate(shared_tracking, preprocess_run):
-    search = assert_ok(
-        mlflow_run(shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, "model": "linear"})
-    )
-    train = assert_ok(mlflow_run(shared_tracking, "train_best", {"hpo_run_id": search}))
+def linear_candidate(shared_tracking, worse_train_run):
+    """The linear baseline's candidate and its trial (conftest's session-wide runs)."""
+    train = worse_train_run
+    search = shared_tracking.client.get_run(train).data.tags["hpo_run_id"]
     (candidate,) = shared_tracking.runs(f"tags.mlflow.parentRunId = '{train}'")
     (trial,) = shared_tracking.runs(f"tags.mlflow.parentRunId = '{search}'")
     return candidate, trial

@@ -47,22 +47,6 @@ def test_rmse(model, month="2023-03"):
 test_rmse.__test__ = False  # a helper, not a test
 
 
-@pytest.fixture(scope="module")
-def train_run(shared_tracking, tiny_search):
-    return assert_ok(
-        mlflow_run(shared_tracking, "train_best", {"hpo_run_id": tiny_search, "top_n": 2})
-    )
-
-
-@pytest.fixture(scope="module")
-def worse_train_run(shared_tracking, preprocess_run):
-    """A linear baseline: clearly worse than XGBoost on the same months."""
-    search = assert_ok(
-        mlflow_run(shared_tracking, "hpo", {"preprocess_run_id": preprocess_run, "model": "linear"})
-    )
-    return assert_ok(mlflow_run(shared_tracking, "train_best", {"hpo_run_id": search}))
-
-
 def test_candidates_are_retrained_trials(shared_tracking, tiny_search, train_run, tmp_path):
     client = shared_tracking.client
     parent = client.get_run(train_run)
