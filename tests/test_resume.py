@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO, assert_ok, mlflow_run
 
 pytestmark = pytest.mark.slow
-SEARCH = {"max_evals": 5, "num_boost_round": 20, "early_stopping_rounds": 5, "seed": 3}
+SEARCH = {"max_evals": 5, "num_boost_round": 3, "early_stopping_rounds": 1, "seed": 3}
 # lasso trials take ~0.5 s; TPE suggests at random for 20 trials (n_startup_jobs), then learns
 TPE_SEARCH = {"model": "lasso", "max_evals": 26, "seed": 11}
 
@@ -212,7 +212,7 @@ def test_killed_after_tpe_startup_resumes_to_the_uninterrupted_result(
 def test_resume_refused_while_the_search_runs(shared_tracking, tpe_params, tpe_reference, tmp_path):
     tracking = shared_tracking
     before = {r.info.run_id for r in tracking.runs()}
-    longer = {**tpe_params, "max_evals": 40}  # keeps running while the resumer starts
+    longer = {**tpe_params, "max_evals": 60}  # keeps running while the resumer starts
     search = start_search(tracking, longer, tmp_path / "search.log")
     try:
         parent_id, _, _ = wait_for_trials(tracking, search, before, min_finished=1)
@@ -229,9 +229,9 @@ def test_resume_refused_while_the_search_runs(shared_tracking, tpe_params, tpe_r
     assert f"Error: search {parent_id} is being run by {parent_id}" in err, err[-2000:]
     (refused,) = tracking.runs(f"tags.resumed_from = '{parent_id}'")
     assert refused.info.status == "FAILED"
-    # the search finished undisturbed: trials 0..39 once each, the first 26 the reference's
+    # the search finished undisturbed: trials 0..59 once each, the first 26 the reference's
     trials = trial_summary(tracking, parent_id)
-    assert [t[0] for t in trials] == [str(i) for i in range(40)]
+    assert [t[0] for t in trials] == [str(i) for i in range(60)]
     assert {t.info.status for t in trials_of(tracking, parent_id)} == {"FINISHED"}
     assert trials[:26] == trial_summary(tracking, tpe_reference)
     assert tracking.client.get_run(parent_id).info.status == "FINISHED"
