@@ -251,7 +251,7 @@ def claim_verdict(
             f"search {search_id} is being resumed by {first.run_id} (claimed "
             f"{now - first.time:.0f} s ago, before this run)"
         )
-    return "wait", f"{len(rivals)} later claim(s) to withdraw"
+    return "wait", f"search {search_id}: waiting for {len(rivals)} later claim(s) to withdraw"
 
 
 def _pid_namespace() -> str:
@@ -339,7 +339,10 @@ class SearchLease:
             if verdict == "refuse" or time.monotonic() > deadline:
                 self._withdraw()
                 if verdict == "wait":
-                    reason = f"search {self.parent_run_id}: {reason} did not, in time"
+                    reason = (
+                        f"search {self.parent_run_id} was claimed by other resumers at the same "
+                        f"time, which did not withdraw within {CLAIM_WAIT_SECONDS:.0f} s; try again"
+                    )
                 raise SearchTaken(reason)
             time.sleep(0.5)
         self.beat()

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from steps import hpo
 from steps.errors import UserError
 from steps.hpo import (
     CLAIM_TAG_PREFIX,
@@ -23,6 +25,7 @@ from steps.hpo import (
     stale_seconds,
     this_process,
 )
+from tests.conftest import REPO
 
 NOW = 1_000_000.0
 ME = Claim("me", NOW, "h", 1)
@@ -133,9 +136,82 @@ def test_heartbeat_of_a_dead_local_process_is_dead_at_once(parent):
         SearchLease(parent, "other", 90).claim()
 
 
+def set_claim(parent, claim: Claim):
+    MlflowClient().set_tag(parent, CLAIM_TAG_PREFIX + claim.run_id, claim.to_json())
+
+
+def test_an_earlier_live_claim_wins(parent):
+    set_claim(parent, replace(this_process("first"), time=time.time() - 1))
+    with pytest.raises(SearchTaken, match="is being resumed by first .claimed 1 s ago"):
+        SearchLease(parent, "second", 90).claim()
+    tags = MlflowClient().get_run(parent).data.tags
+    assert CLAIM_TAG_PREFIX + "second" not in tags  # withdrawn
+
+
+def test_the_earliest_claimant_waits_for_later_ones_to_withdraw(parent, monkeypatch):
+    later = replace(this_process("later"), time=time.time() + 1)
+    set_claim(parent, later)
+    withdraw = threading.Timer(
+        1.5, lambda: MlflowClient().delete_tag(parent, CLAIM_TAG_PREFIX + "later")
+    )
+    withdraw.start()
+    lease = SearchLease(parent, "first", 90)
+    lease.claim()  # waited, then proceeded
+    withdraw.join()
+    assert Claim.from_json(MlflowClient().get_run(parent).data.tags[HEARTBEAT_TAG]).run_id == (
+        "first"
+    )
+    for key in (HEARTBEAT_TAG, CLAIM_TAG_PREFIX + "first"):  # as if first had ended
+        MlflowClient().delete_tag(parent, key)
+    set_claim(parent, replace(later, time=time.time() + 1))  # one that never withdraws
+    monkeypatch.setattr(hpo, "CLAIM_WAIT_SECONDS", 1.0)
+    with pytest.raises(SearchTaken, match="claimed by other resumers at the same time"):
+        SearchLease(parent, "another", 90).claim()
+    assert CLAIM_TAG_PREFIX + "another" not in MlflowClient().get_run(parent).data.tags
+
+
 def test_background_heartbeat_keeps_the_search_alive(parent):
     lease = SearchLease(parent, "owner", 2)  # beats every 0.5 s
     with lease:
         time.sleep(3)  # longer than the staleness: only the thread keeps it fresh
         tags = MlflowClient().get_run(parent).data.tags
         assert time.time() - Claim.from_json(tags[HEARTBEAT_TAG]).time < 2
+
+
+CLAIMANT = """
+import sys, time
+from steps.hpo import SearchLease, SearchTaken
+lease = SearchLease(sys.argv[1], sys.argv[2], 90)
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # start together
+try:
+    lease.claim()
+except SearchTaken as exc:
+    print("refused:", exc)
+    sys.exit(3)
+with lease:
+    print("proceed")
+    time.sleep(3)
+"""
+
+
+def test_of_three_claimants_at_once_exactly_one_proceeds(tracking, parent):
+    """Three processes claim the same search at the same instant on one SQLite store."""
+    start = time.time() + 6  # after the imports
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMANT, parent, f"claimant-{i}", str(start)],
+            cwd=REPO,
+            env=tracking.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3, 3], outputs
+    refusals = [out for out, _ in outputs if out.startswith("refused:")]
+    assert all(f"search {parent} is being r" in out for out in refusals), refusals
+    tags = MlflowClient().get_run(parent).data.tags
+    assert not [k for k in tags if k.startswith(("hpo.claim.", HEARTBEAT_TAG))]
