@@ -215,3 +215,34 @@ def test_of_three_claimants_at_once_exactly_one_proceeds(tracking, parent):
     assert all(f"search {parent} is being r" in out for out in refusals), refusals
     tags = MlflowClient().get_run(parent).data.tags
     assert not [k for k in tags if k.startswith(("hpo.claim.", HEARTBEAT_TAG))]
+
+
+def test_a_trial_number_already_started_by_another_process_stops_the_search(tracking, parent):
+    """The second line: trial 3 already started (running, or finished) by another process."""
+    client = MlflowClient()
+
+    def trial_run(status):
+        run = client.create_run(
+            tracking.experiment_id,
+            tags={"mlflow.parentRunId": parent, "trial_id": "3"},
+        )
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
+
+    killed = trial_run("KILLED")  # a crashed process's trial 3 does not count
+    logger = hpo.TrialLogger(parent, tracking.experiment_id, "lasso")
+    mine = client.create_run(tracking.experiment_id, tags={"mlflow.parentRunId": parent})
+    logger._check_no_rival(3, mine)
+    assert client.get_run(mine.info.run_id).info.status == "RUNNING"
+
+    other = trial_run("RUNNING")
+    time.sleep(0.01)
+    with pytest.raises(SearchTaken, match=f"trial 3 of search {parent} was already started by"):
+        logger.run_trial(3, {}, {}, None, None, None)
+    children = client.search_runs(
+        [tracking.experiment_id], f"tags.mlflow.parentRunId = '{parent}' and tags.trial_id = '3'"
+    )
+    statuses = {r.info.run_id: r.info.status for r in children}
+    assert statuses[killed] == "KILLED" and statuses[other] == "RUNNING"
+    assert sorted(statuses.values()) == ["KILLED", "KILLED", "RUNNING"]  # ours stopped
