@@ -4,16 +4,22 @@
 set -euo pipefail
 DIR=${TEAM_SERVER_DIR:-.team-server}
 say() { printf 'team-server: %s\n' "$*" >&2; }
+# A killed server whose parent has not reaped it yet is a zombie: gone, whatever kill -0 says.
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
 [ -d "$DIR" ] || { say "nothing to stop: no $DIR"; exit 0; }
 DIR=$(cd "$DIR" && pwd)
 
 if [ -s "$DIR/mlflow.pid" ]; then
   pid=$(cat "$DIR/mlflow.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && { say "server did not stop on TERM: killing"; kill -KILL -- "-$pid"; }
+    for _ in $(seq 1 60); do alive "$pid" || break; sleep 0.5; done
+    alive "$pid" && { say "server did not stop on TERM: killing"; kill -KILL -- "-$pid"; }
     say "tracking server stopped"
+  else
+    # its workers may outlive a killed leader: stop what is left of its process group
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    say "tracking server was not running"
   fi
   rm -f "$DIR/mlflow.pid"
 fi

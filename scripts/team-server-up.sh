@@ -134,7 +134,9 @@ INI
 
 # 6. The tracking server, in its own session so that stopping it stops its workers. Its
 #    database URIs hold no password: libpq reads it from PGPASSFILE.
-if [ -s "$DIR/mlflow.pid" ] && kill -0 "$(cat "$DIR/mlflow.pid")" 2>/dev/null; then
+# A killed server whose parent has not reaped it yet is a zombie: gone, whatever kill -0 says.
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
+if [ -s "$DIR/mlflow.pid" ] && alive "$(cat "$DIR/mlflow.pid")"; then
   say "already running (pid $(cat "$DIR/mlflow.pid"))"
 else
   [[ "$ARTIFACTS" == *://* ]] || mkdir -p "$ARTIFACTS"
@@ -163,7 +165,7 @@ Stop it with: TEAM_SERVER_DIR=$DIR scripts/team-server-down.sh
 EOF2
     exit 0
   fi
-  kill -0 "$(cat "$DIR/mlflow.pid")" 2>/dev/null || break
+  alive "$(cat "$DIR/mlflow.pid")" || break
   sleep 0.5
 done
 say "the server did not answer; last lines of $DIR/logs/mlflow.log:"
