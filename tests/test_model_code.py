@@ -28,7 +28,7 @@ from steps import contract, packaging, tlc
 from steps.features import Featurizer
 from steps.models import MODEL_KINDS, Split, XGBoostSettings, rmse, train_and_evaluate
 from steps.predictor import Predictor
-from tests.conftest import make_tracking, tlc_file
+from tests.conftest import ambient, make_tracking, tlc_file
 
 TRAIN_ROWS, PREDICT_ROWS = 3000, 500
 TINY_PARAMS = {
@@ -64,14 +64,7 @@ def store(tmp_path_factory):
     """One SQLite store for the module (a fresh one costs seconds), made the ambient one."""
     t = make_tracking(tmp_path_factory.mktemp("model-code"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", t.uri)
-        mp.setenv("MLFLOW_EXPERIMENT_ID", t.experiment_id)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        mlflow.set_tracking_uri(t.uri)
-        yield t
-        while mlflow.active_run():
-            mlflow.end_run("FAILED")
-        mlflow.set_tracking_uri(None)
+        yield from ambient(t, mp)
 
 
 def log(predictor: Predictor, frames, code_source: Path = packaging.STEPS_DIR) -> str:

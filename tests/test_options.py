@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from steps import hpo, options, preprocess, register, train_best
 from steps import main as pipeline
-from tests.conftest import make_tracking
+from tests.conftest import ambient, make_tracking
 
 STEP_COMMANDS = {
     "preprocess": preprocess.main,
@@ -23,10 +23,7 @@ def store(tmp_path_factory):
     """One throw-away store for the module: nothing here may write to it."""
     tracking = make_tracking(tmp_path_factory.mktemp("options"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", tracking.uri)
-        mp.setenv("MLFLOW_EXPERIMENT_ID", tracking.experiment_id)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        yield tracking
+        yield from ambient(tracking, mp)
     assert tracking.runs() == []
 
 
