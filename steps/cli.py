@@ -36,6 +36,9 @@ class StepCommand(click.Command):
         except MlflowException as exc:
             click.echo(f"Error: MLflow: {exc.message}", err=True)
             sys.exit(1)
+        except OSError as exc:  # a folder or file the user named cannot be read or written
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
 
 
 def _check_month(ctx, param, value):

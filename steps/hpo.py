@@ -80,10 +80,12 @@ from steps.models import (
 )
 from steps.tracking import (
     RESUMED_FROM_TAG,
+    SOURCE_CLEAN_TAG,
     get_step_run,
     log_params_missing,
     resolve_upstream,
     set_run_name,
+    source_differs,
     step_run,
 )
 
@@ -697,9 +699,24 @@ def _run_search(config: HpoConfig, run, parent, lease: SearchLease) -> HpoResult
                 run_id, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()]
             )
     if config.resume_run_id:
+        _mark_source(client, run.info.run_id, parent)
         client.set_terminated(parent_run_id, "FINISHED")
     log.info("best trial %d: val_rmse %.6f (run %s)", best.trial_id, best.val_rmse, best.run_id)
     return HpoResult(parent_run_id, best, records, len(reloaded))
+
+
+def _mark_source(client: MlflowClient, resumer_run_id: str, parent) -> None:
+    """A search finished by a resumer from another commit, an edited tree or another
+    environment definition is not a clean run of its original source: say so on the parent,
+    so that main's cache never reuses it."""
+    why = source_differs(client.get_run(resumer_run_id).data.tags, parent.data.tags)
+    if why:
+        log.warning(
+            "resume: not the search's source (%s): search %s marked not clean",
+            why,
+            parent.info.run_id,
+        )
+        client.set_tag(parent.info.run_id, SOURCE_CLEAN_TAG, "false")
 
 
 @click.command(cls=StepCommand, params=options.hpo_options())

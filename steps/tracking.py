@@ -32,7 +32,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_RUN_NAME
 
 from steps.errors import UserError
 
@@ -144,6 +144,19 @@ def step_run(step: str, name: str | None = None) -> Iterator[Run]:
         if source.clean == CLEAN and (after := source_state()).clean != CLEAN:
             log.warning("tracked files changed while %s ran: its run is not clean", step)
             mlflow.set_tag(SOURCE_CLEAN_TAG, after.clean)
+
+
+SOURCE_TAGS = (MLFLOW_GIT_COMMIT, SOURCE_CLEAN_TAG, ENV_DIGEST_TAG)
+
+
+def source_differs(run_tags: dict[str, str], other_tags: dict[str, str]) -> str | None:
+    """Why two runs were not made from the same source (commit, clean tree, environment
+    definition); None when they were. A resumed search that another source finished must not
+    pass for a clean run of its original commit."""
+    changed = [k for k in SOURCE_TAGS if run_tags.get(k) != other_tags.get(k)]
+    if not changed:
+        return None
+    return ", ".join(f"{k} {other_tags.get(k)!r} -> {run_tags.get(k)!r}" for k in changed)
 
 
 def get_step_run(run_id: str, step: str, what: str) -> Run:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from steps import hpo, register, rollback, score, train_best
+from steps import hpo, preprocess, register, rollback, score, train_best
 from tests.conftest import (
     Tracking,
     ambient,
@@ -23,6 +23,7 @@ from tests.conftest import (
 )
 
 COMMANDS = {
+    "preprocess": preprocess.main,
     "hpo": hpo.main,
     "train_best": train_best.main,
     "register": register.main,
@@ -188,3 +189,14 @@ def test_train_run_id_that_is_not_a_train_best_run(tracking):
         tracking, "register", {"train_run_id": other}, "is a hpo run, not a train_best run"
     )
     assert tracking.client.search_registered_models() == []
+
+
+def test_a_folder_that_cannot_be_created_is_one_line(tracking, tmp_path):
+    """A path through a regular file (root may write anywhere, so no permission case): the
+    OSError is the one-line error, and the run ends FAILED."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    message = assert_rejected_in_process(
+        tracking, "preprocess", {"raw_data_path": blocker / "raw"}, "Not a directory"
+    )
+    assert str(blocker) in message

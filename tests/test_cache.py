@@ -19,6 +19,7 @@ from steps.tracking import (
     UNKNOWN,
     env_digest,
     env_files,
+    source_differs,
     source_state,
     step_run,
 )
@@ -208,3 +209,13 @@ def test_every_step_run_records_its_source_and_environment(tracking):
     tags = tracking.client.get_run(run.info.run_id).data.tags
     assert tags[SOURCE_CLEAN_TAG] == source_state(REPO).clean
     assert tags[ENV_DIGEST_TAG] == env_digest(REPO)
+
+
+def test_source_differs_names_what_changed():
+    clean = {"mlflow.source.git.commit": "a" * 40, "source.clean": "true", "env.digest": "e1"}
+    assert source_differs(dict(clean), clean) is None
+    edited = {**clean, "source.clean": "false"}
+    assert "source.clean 'true' -> 'false'" in source_differs(edited, clean)
+    other = {**clean, "mlflow.source.git.commit": "b" * 40, "env.digest": "e2"}
+    why = source_differs(other, clean)
+    assert "mlflow.source.git.commit" in why and "env.digest 'e1' -> 'e2'" in why

@@ -62,11 +62,20 @@ def clean_shell_env(**extra: str) -> dict[str, str]:
     network = {k: v for k, v in os.environ.items() if NETWORK_VARIABLES.search(k)}
     dirs = ["/usr/bin", "/bin"]
     for tool in ("python3.11", "make", "git"):
-        found = shutil.which(tool)
-        assert found, f"{tool} is not on this machine's PATH"
-        if os.path.dirname(found) not in dirs:
-            dirs.append(os.path.dirname(found))
-    return {"HOME": os.environ["HOME"], "PATH": os.pathsep.join(dirs), **network, **extra}
+        # a PATH that the test itself runs with may start with a virtualenv (this repo's .venv
+        # when it was activated): look past any folder that holds mlflow or uv
+        found = [
+            os.path.join(d, tool)
+            for d in os.environ.get("PATH", "").split(os.pathsep)
+            if os.access(os.path.join(d, tool), os.X_OK)
+            and not any(os.path.exists(os.path.join(d, t)) for t in ("mlflow", "uv"))
+        ]
+        assert found, f"{tool} is not on this machine's PATH outside a virtualenv"
+        if os.path.dirname(found[0]) not in dirs:
+            dirs.append(os.path.dirname(found[0]))
+    path = os.pathsep.join(dirs)
+    assert shutil.which("mlflow", path=path) is None and shutil.which("uv", path=path) is None
+    return {"HOME": os.environ["HOME"], "PATH": path, **network, **extra}
 
 
 def login_shell(script: str, cwd: Path, env: dict[str, str], **popen) -> subprocess.Popen:
