@@ -1,0 +1,47 @@
+"""A Spark session for ``hpo`` and ``score`` (shared; imported only when ``spark_master`` is set).
+
+``spark_session(master, app_name)`` starts (or returns) the session for ``master`` as Spark
+takes it: ``local[N]``, ``spark://host:port``, ``yarn``, ``k8s://...``. Executors' Python:
+``PYSPARK_PYTHON`` when the user set it (a shipped environment: see the README), else this
+interpreter, which is right for ``local[N]`` and for a cluster on this machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from steps.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def is_local_master(master: str) -> bool:
+    """``local``, ``local[4]``, ``local[*]``, ``local[2,3]``: everything runs in this process."""
+    return master == "local" or master.startswith("local[")
+
+
+def validate_master(master: str) -> None:
+    """The forms Spark accepts for ``--master``; anything else fails before Spark starts."""
+    known = ("local", "spark://", "yarn", "k8s://", "mesos://")
+    if not master.startswith(known):
+        raise UserError(
+            f"spark_master must be local[N], spark://host:port, yarn or k8s://..., got {master!r}"
+        )
+
+
+def spark_session(master: str, app_name: str):
+    """The session for ``master``; its executors run ``PYSPARK_PYTHON`` or this interpreter."""
+    validate_master(master)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    session = builder.getOrCreate()
+    log.info("spark session %s on %s", session.sparkContext.applicationId, master)
+    return session
