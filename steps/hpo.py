@@ -14,7 +14,14 @@ Writes to its run (the search's parent), named ``hpo <model>`` (``hpo <model> (r
 Each trial is a child run (tag ``mlflow.parentRunId``) named ``trial-NNN`` with:
 - params: the resolved hyperparameters; tags ``trial_id``, ``model``, ``trial.vals``
   (hyperopt's raw ``vals``, JSON) and ``trial.params`` (resolved params, JSON)
-- metrics ``val_rmse``, ``train_seconds`` and, for XGBoost, ``best_iteration``
+- metrics ``val_rmse``, ``train_seconds`` and, for XGBoost, ``best_iteration`` and the
+  validation curve ``val_rmse_curve`` (XGBoost's RMSE as metric history, step = rounds trained,
+  1, 2, ...)
+- a trial stopped by pruning (``prune``, XGBoost only, ``steps.pruning``) is FINISHED too,
+  tagged ``pruned=true`` and ``pruned.reason``, with metric ``pruned_round`` (rounds trained);
+  its ``val_rmse`` (the loss TPE is told) is that of its trees up to then. Which trials are
+  pruned depends only on earlier trials' curves: trial k's rung thresholds come from trials
+  0..k-1 (``pruning_thresholds``), reloaded from the metric history when resuming.
 
 A resumed search (``resume_run_id``) nests its new trials under the original parent, which ends
 FINISHED with the results above; the resuming run is tagged ``resumed_from`` and logs
@@ -78,6 +85,7 @@ from steps.models import (
     search_space,
     train_and_evaluate,
 )
+from steps.pruning import DEFAULT_POLICY, RecordedCurve, rung_thresholds
 from steps.tracking import (
     RESUMED_FROM_TAG,
     SOURCE_CLEAN_TAG,
@@ -92,6 +100,11 @@ from steps.tracking import (
 TRIAL_ID_TAG = "trial_id"
 TRIAL_VALS_TAG = "trial.vals"
 TRIAL_PARAMS_TAG = "trial.params"
+PRUNED_TAG = "pruned"
+PRUNE_REASON_TAG = "pruned.reason"
+CURVE_METRIC = "val_rmse_curve"
+PRUNED_ROUND_METRIC = "pruned_round"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 HEARTBEAT_TAG = "hpo.heartbeat"
 CLAIM_TAG_PREFIX = "hpo.claim."
 HEARTBEAT_STALE_SECONDS = 90.0
@@ -109,6 +122,7 @@ class HpoConfig:
     num_boost_round: int = 1000
     early_stopping_rounds: int = 50
     resume_run_id: str | None = None
+    prune: bool = True  # XGBoost only: stop unpromising trials at rungs (steps.pruning)
 
     def validate(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -139,6 +153,7 @@ class HpoConfig:
             "num_boost_round": self.num_boost_round,
             "early_stopping_rounds": self.early_stopping_rounds,
             "resume_run_id": self.resume_run_id or "",
+            "prune": str(self.prune).lower(),
         }
 
 
@@ -150,6 +165,8 @@ class TrialRecord:
     val_rmse: float
     run_id: str
     best_iteration: int | None = None
+    curve: tuple[float, ...] = ()  # XGBoost: validation RMSE after 1, 2, ... rounds
+    pruned_round: int | None = None  # rounds trained when pruning stopped it
 
 
 @dataclass(frozen=True)
@@ -420,7 +437,10 @@ class TrialLogger:
         train: Split,
         val: Split,
         settings: XGBoostSettings,
+        rungs: dict[int, float] | None = None,
     ) -> TrialRecord:
+        """Train and log trial ``trial_id``; ``rungs``: its pruning thresholds
+        (``pruning_thresholds``), ``None`` to train every round."""
         vals, params = _jsonable(vals), _jsonable(params)
         self.before_trial()
         run = self.client.create_run(
@@ -436,25 +456,39 @@ class TrialLogger:
         run_id = run.info.run_id
         self._check_no_rival(trial_id, run)
         try:
-            result = train_and_evaluate(self.model, params, train, val, settings)
+            result = train_and_evaluate(self.model, params, train, val, settings, rungs)
             metrics = {"val_rmse": result.val_rmse, "train_seconds": result.train_seconds}
             if result.best_iteration is not None:
                 metrics["best_iteration"] = result.best_iteration
+            tags = {TRIAL_VALS_TAG: json.dumps(vals), TRIAL_PARAMS_TAG: json.dumps(params)}
+            if result.pruned_round is not None:
+                metrics[PRUNED_ROUND_METRIC] = result.pruned_round
+                tags |= {PRUNED_TAG: "true", PRUNE_REASON_TAG: result.prune_reason}
             now = int(time.time() * 1000)
-            self.client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                params=[Param(k, str(v)) for k, v in params.items()],
-                tags=[
-                    RunTag(TRIAL_VALS_TAG, json.dumps(vals)),
-                    RunTag(TRIAL_PARAMS_TAG, json.dumps(params)),
-                ],
-            )
+            logged = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+            logged += [Metric(CURVE_METRIC, v, now, i + 1) for i, v in enumerate(result.curve)]
+            for start in range(0, len(logged), MAX_METRICS_PER_BATCH):
+                first = start == 0
+                self.client.log_batch(
+                    run_id,
+                    metrics=logged[start : start + MAX_METRICS_PER_BATCH],
+                    params=[Param(k, str(v)) for k, v in params.items()] if first else [],
+                    tags=[RunTag(k, v) for k, v in tags.items()] if first else [],
+                )
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
-        return TrialRecord(trial_id, vals, params, result.val_rmse, run_id, result.best_iteration)
+        return TrialRecord(
+            trial_id,
+            vals,
+            params,
+            result.val_rmse,
+            run_id,
+            result.best_iteration,
+            result.curve,
+            result.pruned_round,
+        )
 
     def _check_no_rival(self, trial_id: int, run) -> None:
         """Stop if another process started trial ``trial_id`` of this search before us."""
@@ -502,22 +536,42 @@ def reload_trials(parent_run_id: str, experiment_id: str) -> list[TrialRecord]:
         if status != "FINISHED" or "val_rmse" not in metrics or TRIAL_VALS_TAG not in tags:
             continue
         trial_id = int(tags[TRIAL_ID_TAG])
+        if trial_id in finished:
+            continue
         best_iteration = metrics.get("best_iteration")
-        finished.setdefault(
-            trial_id,
-            TrialRecord(
-                trial_id=trial_id,
-                vals=json.loads(tags[TRIAL_VALS_TAG]),
-                params=json.loads(tags[TRIAL_PARAMS_TAG]),
-                val_rmse=metrics["val_rmse"],
-                run_id=child.info.run_id,
-                best_iteration=None if best_iteration is None else int(best_iteration),
-            ),
+        pruned_round = metrics.get(PRUNED_ROUND_METRIC)
+        finished[trial_id] = TrialRecord(
+            trial_id=trial_id,
+            vals=json.loads(tags[TRIAL_VALS_TAG]),
+            params=json.loads(tags[TRIAL_PARAMS_TAG]),
+            val_rmse=metrics["val_rmse"],
+            run_id=child.info.run_id,
+            best_iteration=None if best_iteration is None else int(best_iteration),
+            curve=_reload_curve(client, child) if CURVE_METRIC in metrics else (),
+            pruned_round=None if pruned_round is None else int(pruned_round),
         )
     records = []
     while len(records) in finished:  # a contiguous prefix: trial k was suggested after 0..k-1
         records.append(finished[len(records)])
     return records
+
+
+def _reload_curve(client: MlflowClient, run) -> tuple[float, ...]:
+    """A trial's validation curve from its metric history, in round order."""
+    history = client.get_metric_history(run.info.run_id, CURVE_METRIC)
+    by_round = {m.step: m.value for m in history}
+    if sorted(by_round) != list(range(1, len(by_round) + 1)):
+        raise UserError(f"trial run {run.info.run_id}: its {CURVE_METRIC} has missing rounds")
+    return tuple(by_round[r] for r in range(1, len(by_round) + 1))
+
+
+def pruning_thresholds(config: HpoConfig, earlier: list[TrialRecord]) -> dict[int, float] | None:
+    """The rung thresholds for the next trial, from the ``earlier`` trials' recorded curves
+    (serial search: trials 0..k-1); ``None`` when this search does not prune."""
+    if not config.prune or config.model != "xgboost":
+        return None
+    curves = [RecordedCurve(r.curve, r.pruned_round is not None) for r in earlier]
+    return rung_thresholds(curves, config.num_boost_round, DEFAULT_POLICY)
 
 
 def rebuild_hyperopt_trials(records: list[TrialRecord]) -> Trials:
@@ -564,8 +618,9 @@ def search(
 
     def objective(params: dict) -> dict:
         doc = trials.trials[-1]  # the trial being evaluated (serial search)
+        rungs = pruning_thresholds(config, records)  # records: trials 0..k-1
         record = trial_logger.run_trial(
-            doc["tid"], doc["misc"]["vals"], params, train, val, settings
+            doc["tid"], doc["misc"]["vals"], params, train, val, settings, rungs
         )
         records.append(record)
         return {"loss": record.val_rmse, "status": STATUS_OK}
@@ -611,8 +666,10 @@ def _original_config(run, given: HpoConfig) -> HpoConfig:
         num_boost_round=int(p["num_boost_round"]),
         early_stopping_rounds=int(p["early_stopping_rounds"]),
         resume_run_id=given.resume_run_id,
+        # a search from before pruning existed did not prune
+        prune=p.get("prune", "false") == "true",
     )
-    for name in ("model", "max_evals", "seed", "num_boost_round", "early_stopping_rounds"):
+    for name in ("model", "max_evals", "seed", "num_boost_round", "early_stopping_rounds", "prune"):
         if getattr(given, name) != getattr(original, name):
             log.warning(
                 "resume: %s=%s is ignored; the search keeps its own %s=%s",
@@ -725,7 +782,14 @@ def _mark_source(client: MlflowClient, resumer_run_id: str, parent) -> None:
 )
 @click.option("--resume-run-id", default="", help="Parent run of a search to resume.")
 def main(
-    preprocess_run_id, model, max_evals, seed, num_boost_round, early_stopping_rounds, resume_run_id
+    preprocess_run_id,
+    model,
+    max_evals,
+    seed,
+    num_boost_round,
+    early_stopping_rounds,
+    resume_run_id,
+    prune,
 ):
     """Search hyperparameters with hyperopt TPE; one nested run per trial."""
     setup_logging()
@@ -738,6 +802,7 @@ def main(
             num_boost_round,
             early_stopping_rounds,
             resume_run_id or None,
+            prune=prune,
         )
     )
     click.echo(

@@ -95,6 +95,14 @@ def hpo_options() -> list[click.Option]:
             show_default=True,
             help="XGBoost only; 0 turns early stopping off.",
         ),
+        click.Option(
+            ["--prune"],
+            type=click.BOOL,
+            default=True,
+            show_default=True,
+            help="XGBoost only: stop trials that trail earlier ones at rungs of 3%, 10% and "
+            "30% of num_boost_round (false: the course's search exactly).",
+        ),
     ]
 
 
