@@ -19,6 +19,7 @@ Writes to its run:
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -28,6 +29,12 @@ from pathlib import Path
 
 import click
 import mlflow
+import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.types import ColSpec, Schema
+from mlflow.types.utils import _infer_numpy_dtype, _infer_pandas_column
 
 from steps import options, tlc
 from steps.artifacts import FEATURIZER_PATH, split_path
@@ -79,6 +86,57 @@ class PreprocessResult:
     n_features: int
 
 
+class RawFileDataset(MetaDataset):
+    """A raw TLC file as an MLflow dataset: source, name, digest, schema and profile, no data.
+
+    ``mlflow.data.from_pandas`` would infer the schema by visiting every value in Python
+    (``_infer_required``): 23 of 31 s of a 3-million-row preprocess. The schema here comes from
+    the dtypes and vectorised null checks instead, and says the same thing.
+    """
+
+    def __init__(
+        self, source: DatasetSource, name: str, digest: str, schema: Schema, num_rows: int
+    ):
+        self._num_rows = num_rows
+        super().__init__(source, name=name, digest=digest, schema=schema)
+
+    @property
+    def profile(self) -> dict[str, int]:
+        return {"num_rows": self._num_rows, "num_elements": self._num_rows * len(self.schema)}
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+
+def frame_schema(frame: pd.DataFrame) -> Schema:
+    """The MLflow schema ``from_pandas`` would infer for ``frame``, without a per-value loop:
+    the type from the column's dtype, ``required`` unless the column holds a null."""
+    specs = []
+    for name, column in frame.items():
+        if column.dtype.kind == "O":  # not a TLC column type: MLflow has to look at values
+            dtype = _infer_pandas_column(column)
+        else:
+            dtype = _infer_numpy_dtype(column.dtype)
+        specs.append(ColSpec(dtype, name, required=not column.isna().to_numpy().any()))
+    return Schema(specs)
+
+
+def raw_file_dataset(raw: tlc.RawMonth) -> RawFileDataset:
+    """The dataset input logged for a raw file: digest = its sha256 (as much as MLflow
+    keeps), source = its absolute path, schema and row count of the columns read."""
+    with warnings.catch_warnings():
+        # A local path matches two equivalent source types (local, file): noise here.
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(raw.path.resolve()))
+    return RawFileDataset(
+        source,
+        name=raw.path.name,
+        digest=raw.sha256[:DIGEST_CHARS],
+        schema=frame_schema(raw.frame),
+        num_rows=len(raw.frame),
+    )
+
+
 def load_split(config: PreprocessConfig, split: str, month: str):
     path = tlc.ensure_local_file(config.raw_data_path, config.color, month)
     raw = tlc.read_month(path, config.color)
@@ -125,26 +183,16 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
             featurizer.save(out / FEATURIZER_PATH)
             mlflow.log_artifacts(str(out))
 
-        with warnings.catch_warnings():
-            # A local path matches two equivalent source types, and the schema hint about
-            # integer columns concerns models, not inputs: both warnings are noise here.
-            warnings.simplefilter("ignore", UserWarning)
-            for split, month in config.months().items():
-                raw = raws[split]
-                dataset = mlflow.data.from_pandas(
-                    raw.frame,
-                    source=str(raw.path.resolve()),
-                    name=raw.path.name,
-                    digest=raw.sha256[:DIGEST_CHARS],
-                )
-                mlflow.log_input(dataset, context=split, tags={"sha256": raw.sha256})
-                mlflow.set_tags(
-                    {
-                        f"data.{split}.sha256": raw.sha256,
-                        f"data.{split}.file": raw.path.name,
-                        f"data.{split}.month": month,
-                    }
-                )
+        for split, month in config.months().items():
+            raw = raws[split]
+            mlflow.log_input(raw_file_dataset(raw), context=split, tags={"sha256": raw.sha256})
+            mlflow.set_tags(
+                {
+                    f"data.{split}.sha256": raw.sha256,
+                    f"data.{split}.file": raw.path.name,
+                    f"data.{split}.month": month,
+                }
+            )
         rows_read = {s: len(raws[s].frame) for s in SPLITS}
         rows_kept = {s: len(cleaned[s]) for s in SPLITS}
         mlflow.log_metrics(

@@ -57,6 +57,14 @@ def test_preprocess_run_records_params_metrics_inputs_and_artifacts(
         source = json.loads(dataset_input.dataset.source)
         assert source["uri"].endswith(f"green_tripdata_{month}.parquet")
         assert json.loads(dataset_input.dataset.profile)["num_rows"] == int(entry["rows"])
+        location = "integer" if month >= "2023-02" else "long"  # the TLC's int32 from 2023-02
+        assert json.loads(dataset_input.dataset.schema)["mlflow_colspec"] == [
+            {"type": "datetime", "name": "lpep_pickup_datetime", "required": True},
+            {"type": "datetime", "name": "lpep_dropoff_datetime", "required": True},
+            {"type": location, "name": "PULocationID", "required": True},
+            {"type": location, "name": "DOLocationID", "required": True},
+            {"type": "double", "name": "trip_distance", "required": True},
+        ]
 
     local = client.download_artifacts(preprocess_run, "", str(tmp_path))
     names = sorted(str(p.relative_to(local)) for p in Path(local).rglob("*") if p.is_file())
