@@ -52,6 +52,7 @@ search's parent run):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -86,6 +87,12 @@ from steps.models import (
     train_and_evaluate,
 )
 from steps.pruning import DEFAULT_POLICY, RecordedCurve, rung_thresholds
+from steps.spark_search import (
+    SPARK_MASTER_TAG,
+    check_spark_settings,
+    run_on_spark,
+    unreachable_tracking,
+)
 from steps.tracking import (
     RESUMED_FROM_TAG,
     SOURCE_CLEAN_TAG,
@@ -100,6 +107,7 @@ from steps.tracking import (
 TRIAL_ID_TAG = "trial_id"
 TRIAL_VALS_TAG = "trial.vals"
 TRIAL_PARAMS_TAG = "trial.params"
+TRIAL_ERROR_TAG = "trial.error"  # a FAILED trial's error (``type: message``)
 PRUNED_TAG = "pruned"
 PRUNE_REASON_TAG = "pruned.reason"
 CURVE_METRIC = "val_rmse_curve"
@@ -123,8 +131,11 @@ class HpoConfig:
     early_stopping_rounds: int = 50
     resume_run_id: str | None = None
     prune: bool = True  # XGBoost only: stop unpromising trials at rungs (steps.pruning)
+    spark_master: str = ""  # empty: trials in this process; else on Spark (steps.spark_search)
+    parallelism: int | None = None  # trials at once on Spark; None: the cluster's cores
 
     def validate(self) -> None:
+        check_spark_settings(self.spark_master, self.parallelism, bool(self.resume_run_id))
         if self.model not in MODEL_KINDS:
             raise UserError(f"model must be one of {', '.join(MODEL_KINDS)}, got {self.model!r}")
         if self.max_evals < 1:
@@ -154,6 +165,8 @@ class HpoConfig:
             "early_stopping_rounds": self.early_stopping_rounds,
             "resume_run_id": self.resume_run_id or "",
             "prune": str(self.prune).lower(),
+            "spark_master": self.spark_master,
+            "parallelism": "" if self.parallelism is None else self.parallelism,
         }
 
 
@@ -475,7 +488,10 @@ class TrialLogger:
                     params=[Param(k, str(v)) for k, v in params.items()] if first else [],
                     tags=[RunTag(k, v) for k, v in tags.items()] if first else [],
                 )
-        except BaseException:
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                error = f"{type(exc).__name__}: {exc}"[:5000]
+                self.client.set_tag(run_id, TRIAL_ERROR_TAG, error)
             self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
@@ -595,6 +611,27 @@ def rebuild_hyperopt_trials(records: list[TrialRecord]) -> Trials:
     return trials
 
 
+@dataclass(frozen=True)
+class ExecutorTrial:
+    """One trial as a Spark executor runs it (plain data, pickled to executors): logged under
+    ``parent_run_id`` by a ``TrialLogger`` built there from the environment the driver passed;
+    its rungs come from the trials finished when it was dispatched."""
+
+    config: HpoConfig
+    parent_run_id: str
+    experiment_id: str
+
+    def __call__(self, trial_id, vals, params, train, val, finished) -> TrialRecord | None:
+        config = self.config
+        settings = XGBoostSettings(config.num_boost_round, config.early_stopping_rounds)
+        logger = TrialLogger(self.parent_run_id, self.experiment_id, config.model)
+        rungs = pruning_thresholds(config, finished)
+        try:
+            return logger.run_trial(trial_id, vals, params, train, val, settings, rungs)
+        except SearchTaken:  # another task runs this trial id (identical params): not ours
+            return None
+
+
 def search(
     config: HpoConfig,
     train: Split,
@@ -610,6 +647,27 @@ def search(
         if not records:
             records.append(trial_logger.run_trial(0, {}, {}, train, val, settings))
         return records
+
+    if config.spark_master:  # resume is refused with Spark: nothing was reloaded
+        executor_trial = ExecutorTrial(
+            config, trial_logger.parent_run_id, trial_logger.experiment_id
+        )
+
+        def tag_parent(tags: dict[str, str]) -> None:
+            tagged = [RunTag(k, v) for k, v in tags.items()]
+            trial_logger.client.log_batch(trial_logger.parent_run_id, tags=tagged)
+
+        return run_on_spark(
+            config.spark_master,
+            config.parallelism,
+            space,
+            executor_trial,
+            train,
+            val,
+            config.n_trials,
+            np.random.default_rng(config.seed),
+            on_session=tag_parent,
+        )
 
     trials = rebuild_hyperopt_trials(reloaded)
     rstate = np.random.default_rng(config.seed)
@@ -683,6 +741,9 @@ def _original_config(run, given: HpoConfig) -> HpoConfig:
 
 def run_hpo(config: HpoConfig) -> HpoResult:
     config.validate()
+    unreachable = unreachable_tracking(config.spark_master, mlflow.get_tracking_uri())
+    if unreachable:  # before any run or trial
+        raise UserError(unreachable)
     stale = stale_seconds()
     with step_run("hpo", config.run_name()) as run:
         log_params_missing(config.params())
@@ -692,6 +753,13 @@ def run_hpo(config: HpoConfig) -> HpoResult:
                 raise UserError(
                     f"resume_run_id {config.resume_run_id} is itself a resuming run; pass the "
                     f"search it resumed, {original.data.tags[RESUMED_FROM_TAG]}"
+                )
+            if original.data.tags.get(SPARK_MASTER_TAG):
+                raise UserError(
+                    f"search {original.info.run_id} ran on Spark "
+                    f"(spark_master={original.data.tags[SPARK_MASTER_TAG]}): resuming a Spark "
+                    "search is not supported (its trials finished out of order, so it has no "
+                    "serial prefix to continue from); start a new search"
                 )
             config = _original_config(original, config)
             set_run_name(config.run_name())  # the search's own model
@@ -790,6 +858,8 @@ def main(
     early_stopping_rounds,
     resume_run_id,
     prune,
+    spark_master,
+    parallelism,
 ):
     """Search hyperparameters with hyperopt TPE; one nested run per trial."""
     setup_logging()
@@ -803,6 +873,8 @@ def main(
             early_stopping_rounds,
             resume_run_id or None,
             prune=prune,
+            spark_master=spark_master,
+            parallelism=parallelism,
         )
     )
     click.echo(

@@ -13,12 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import mlflow
 
 from steps import tlc
 from steps.cli import month_param
 from steps.errors import UserError
 from steps.models import MODEL_KINDS
 from steps.registry import DEFAULT_MODEL_NAME, check_model_name
+from steps.spark import validate_master
+from steps.spark_search import check_spark_settings, unreachable_tracking
 
 SELECT_BY = ("val_rmse", "test_rmse")
 PIPELINE_STEPS = ("preprocess", "hpo", "train_best", "register")
@@ -48,6 +51,32 @@ def model_name_option() -> click.Option:
         callback=_check_model_name,
         help="Registered model name.",
     )
+
+
+def _check_spark_master(ctx, param, value):
+    if value:
+        try:
+            validate_master(value)
+        except UserError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def _check_parallelism(ctx, param, value):
+    """``""`` (the cluster's cores) -> None; otherwise a whole number >= 1."""
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(
+            f"must be a whole number >= 1 (or empty: the cluster's cores), got {value!r}",
+            ctx=ctx,
+            param=param,
+        )
+    return number
 
 
 def preprocess_options() -> list[click.Option]:
@@ -103,6 +132,20 @@ def hpo_options() -> list[click.Option]:
             help="XGBoost only: stop trials that trail earlier ones at rungs of 3%, 10% and "
             "30% of num_boost_round (false: the course's search exactly).",
         ),
+        click.Option(
+            ["--spark-master"],
+            default="",
+            callback=_check_spark_master,
+            help="Run the trials on Spark (hyperopt's SparkTrials): local[N], "
+            "spark://host:port, yarn, k8s://...; empty (default): in this process.",
+        ),
+        click.Option(
+            ["--parallelism"],
+            default="",
+            callback=_check_parallelism,
+            help="With spark_master: trials at once, a whole number >= 1; "
+            "empty (default): the cluster's cores.",
+        ),
     ]
 
 
@@ -154,12 +197,18 @@ def pipeline_options() -> list[click.Option]:
 def check_pipeline(values: dict[str, object]) -> None:
     """The checks that span several options, as the steps make them (Click did the rest)."""
     check_distinct_months({s: values[f"{s}_month"] for s in ("train", "val", "test")})
+    check_spark_settings(values["spark_master"], values["parallelism"], resume=False)
+    unreachable = unreachable_tracking(values["spark_master"], mlflow.get_tracking_uri())
+    if unreachable:
+        raise UserError(unreachable)
 
 
 def as_param(value: object) -> str:
     """A parsed option value as the string handed to ``mlflow run`` (and stored by MLflow)."""
     if isinstance(value, bool):
         return str(value).lower()
+    if value is None:  # an optional value left empty (parallelism)
+        return ""
     return str(value)
 
 
