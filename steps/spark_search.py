@@ -94,6 +94,8 @@ def unreachable_tracking(spark_master: str, tracking_uri: str) -> str | None:
     executors run elsewhere and cannot open this machine's SQLite file or folder."""
     if not spark_master or is_local_master(spark_master):
         return None
+    if tracking_uri == "databricks" or tracking_uri.startswith("databricks://"):
+        return None  # a workspace's store: executors reach it as the driver does
     scheme = urlparse(tracking_uri).scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter: a local path
         scheme = ""

@@ -1,0 +1,315 @@
+"""`hpo` on Spark (hyperopt's SparkTrials): real Spark, tiny budgets.
+
+Fast: the refusals (cluster master with a local tracking store, bad master, parallelism,
+resume) in process, and the pure helpers. Slow: `mlflow run -e hpo` on local[2] and local[1]
+against the in-process search, a failing trial and an all-failing search in process on
+local[2], and a standalone cluster on loopback (scripts/spark-cluster-up.sh, bare worker
+environment) with tracking on a local `mlflow server`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from click.testing import CliRunner
+
+from steps import hpo, spark_search
+from steps import main as pipeline
+from steps.errors import UserError
+from steps.models import Split
+from tests.conftest import REPO, TINY_SEARCH, ambient, assert_ok, free_port, mlflow_run
+
+SPARK = {"spark_master": "local[2]", "parallelism": 2}
+
+
+# ---- fast: refusals and pure helpers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite:///mlflow.db", "sqlite:////abs/mlflow.db", "file:///tmp/mlruns", "./mlruns", ""],
+)
+def test_cluster_master_with_a_local_store_is_refused(uri):
+    reason = spark_search.unreachable_tracking("spark://10.0.0.1:7077", uri)
+    assert reason and "team server" in reason and "MLFLOW_TRACKING_URI" in reason
+    assert spark_search.unreachable_tracking("yarn", uri)
+    assert spark_search.unreachable_tracking("local[2]", uri) is None  # same machine
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://mlflow.internal:5000", "https://x", "postgresql://db/mlflow", "databricks"]
+)
+def test_cluster_master_with_a_server_is_accepted(uri):
+    assert spark_search.unreachable_tracking("spark://10.0.0.1:7077", uri) is None
+
+
+def test_hpo_refuses_a_cluster_master_on_sqlite_before_any_run(tracking):
+    result = CliRunner().invoke(hpo.main, ["--spark-master", "spark://127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "team server" in result.output and "local file" in result.output
+    assert tracking.runs() == []
+
+
+def test_main_refuses_a_cluster_master_on_sqlite_before_the_first_step(tracking):
+    result = CliRunner().invoke(pipeline.main, ["--spark-master", "spark://127.0.0.1:1"])
+    assert result.exit_code == 1 and "team server" in result.output
+    assert tracking.runs() == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--spark-master", "spork://x"], "spark_master must be local[N], spark://host:port"),
+        (["--spark-master", "local[2]", "--parallelism", "0"], "must be a whole number >= 1"),
+        (["--spark-master", "local[2]", "--parallelism", "-3"], "must be a whole number >= 1"),
+        (["--spark-master", "local[2]", "--parallelism", "two"], "must be a whole number >= 1"),
+        (["--parallelism", "2"], "parallelism applies to a search on Spark"),
+        (
+            ["--spark-master", "local[2]", "--resume-run-id", "abc"],
+            "resume_run_id cannot be combined with spark_master",
+        ),
+    ],
+)
+def test_bad_spark_settings_are_refused(tracking, args, message):
+    result = CliRunner().invoke(hpo.main, args)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert tracking.runs() == []
+    if "--resume-run-id" not in args:  # main has no resume_run_id
+        by_main = CliRunner().invoke(pipeline.main, args)
+        assert by_main.exit_code != 0 and message in by_main.output, by_main.output
+
+
+def test_trial_threads_share_the_cores():
+    assert [spark_search.trial_threads(2, p) for p in (1, 2, 3)] == [2, 1, 1]
+    assert spark_search.trial_threads(16, 4) == 4
+
+
+def test_params_key_is_canonical():
+    a = {"max_depth": np.int64(7), "learning_rate": np.float64(0.1), "objective": "x"}
+    b = {"objective": "x", "learning_rate": 0.1, "max_depth": 7}
+    assert spark_search.params_key(a) == spark_search.params_key(b)
+
+
+def test_executors_get_the_tracking_uri_and_credentials(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = spark_search.tracking_env(
+        "sqlite:///mlflow.db",
+        {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p", "HOME": "/root"},
+    )
+    assert env == {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_TRACKING_USERNAME": "u",
+        "MLFLOW_TRACKING_PASSWORD": "p",
+    }
+    assert spark_search.absolute_tracking_uri("http://h:5000") == "http://h:5000"
+
+
+# ---- slow: real Spark ----------------------------------------------------------------------
+
+
+def trials_of(tracking, parent_run_id):
+    children = tracking.runs(f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return sorted(children, key=lambda r: int(r.data.tags["trial_id"]))
+
+
+def assert_search_like_serial(tracking, run_id, n):
+    """What tests/test_hpo_run.py checks of an in-process search, for a search on Spark."""
+    client = tracking.client
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    trials = trials_of(tracking, run_id)
+    assert [t.data.tags["trial_id"] for t in trials] == [str(i) for i in range(n)]
+    for trial in trials:
+        assert trial.info.status == "FINISHED"
+        assert trial.info.run_name == f"trial-{int(trial.data.tags['trial_id']):03d}"
+        assert {"val_rmse", "train_seconds", "best_iteration"} <= set(trial.data.metrics)
+        typed = json.loads(trial.data.tags["trial.params"])
+        vals = json.loads(trial.data.tags["trial.vals"])
+        assert {k: str(v) for k, v in typed.items()} == trial.data.params
+        assert vals["max_depth"] == [float(typed["max_depth"])] and "nthread" not in typed
+    best = min(trials, key=lambda t: (t.data.metrics["val_rmse"], int(t.data.tags["trial_id"])))
+    assert parent.data.metrics["best_val_rmse"] == best.data.metrics["val_rmse"]
+    assert parent.data.metrics["n_trials"] == n
+    assert parent.data.tags["best_trial_run_id"] == best.info.run_id
+    return parent, trials
+
+
+@pytest.fixture(scope="module")
+def spark_search_run(shared_tracking, preprocess_run):
+    params = {"preprocess_run_id": preprocess_run, **TINY_SEARCH, "max_evals": 4, **SPARK}
+    return assert_ok(mlflow_run(shared_tracking, "hpo", params))
+
+
+@pytest.mark.slow
+def test_local2_search_runs_trials_in_parallel(shared_tracking, spark_search_run, tiny_search):
+    parent, trials = assert_search_like_serial(shared_tracking, spark_search_run, 4)
+    tags = parent.data.tags
+    assert tags[spark_search.SPARK_MASTER_TAG] == "local[2]"
+    assert tags[spark_search.SPARK_PARALLELISM_TAG] == "2"
+    assert tags[spark_search.SPARK_TRIAL_THREADS_TAG] == str(max(1, (os.cpu_count() or 1) // 2))
+    spans = [(t.info.start_time, t.info.end_time) for t in trials]
+    overlapping = [
+        (i, j)
+        for i in range(len(spans))
+        for j in range(i + 1, len(spans))
+        if spans[i][0] < spans[j][1] and spans[j][0] < spans[i][1]
+    ]
+    assert overlapping, spans
+    # TPE's first 20 suggestions are seeded draws, one per trial: the same as in process
+    serial = {
+        t.data.tags["trial_id"]: t.data.tags["trial.vals"]
+        for t in trials_of(shared_tracking, tiny_search)
+    }
+    assert {t.data.tags["trial_id"]: t.data.tags["trial.vals"] for t in trials[:3]} == serial
+
+
+@pytest.mark.slow
+def test_resuming_a_spark_search_is_refused(shared_tracking, spark_search_run, monkeypatch):
+    for _ in ambient(shared_tracking, monkeypatch):
+        with pytest.raises(UserError, match="resuming a Spark search is not supported"):
+            hpo.run_hpo(hpo.HpoConfig(resume_run_id=spark_search_run, **TINY_SEARCH))
+    parent = shared_tracking.client.get_run(spark_search_run)
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_local1_reproduces_the_in_process_search(shared_tracking, preprocess_run, tiny_search):
+    params = {"preprocess_run_id": preprocess_run, **TINY_SEARCH}
+    on_spark = assert_ok(
+        mlflow_run(shared_tracking, "hpo", params | {"spark_master": "local[1]", "parallelism": 1})
+    )
+
+    def summary(run_id):
+        return [
+            (t.data.tags["trial.vals"], t.data.tags["trial.params"], t.data.metrics["val_rmse"])
+            for t in trials_of(shared_tracking, run_id)
+        ]
+
+    assert summary(on_spark) == summary(tiny_search)
+
+
+class _BreakTrial:
+    """Runs the real executor trial, but hands trials in ``broken`` a validation matrix with
+    one column too many, which XGBoost refuses: a real failure on the executor."""
+
+    def __init__(self, inner, broken):
+        self.inner, self.broken = inner, broken
+
+    def __call__(self, trial_id, vals, params, train, val, finished):
+        if trial_id in self.broken:
+            extra = sp.csr_matrix((val.X.shape[0], 1))
+            val = Split(sp.hstack([val.X, extra], format="csr"), val.y)
+        return self.inner(trial_id, vals, params, train, val, finished)
+
+
+def _run_breaking(tracking, preprocess_run, broken, n_trials):
+    import pyspark.cloudpickle
+
+    pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # executors lack tests/
+    client = tracking.client
+    parent = client.create_run(tracking.experiment_id, run_name="spark failing trials")
+    config = hpo.HpoConfig(**TINY_SEARCH, **SPARK)
+    train, val = hpo.load_training_data(preprocess_run)
+    inner = hpo.ExecutorTrial(config, parent.info.run_id, tracking.experiment_id)
+    try:
+        return parent.info.run_id, spark_search.run_on_spark(
+            "local[2]",
+            2,
+            hpo.search_space("xgboost", 42),
+            _BreakTrial(inner, broken),
+            train,
+            val,
+            n_trials,
+            np.random.default_rng(42),
+        )
+    finally:
+        client.set_terminated(parent.info.run_id)
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_a_failed_run_and_the_search_goes_on(
+    shared_tracking, preprocess_run, monkeypatch
+):
+    for t in ambient(shared_tracking, monkeypatch):
+        parent_id, records = _run_breaking(t, preprocess_run, {1}, 3)
+    assert [r.trial_id for r in records] == [0, 2]
+    by_id = {r.data.tags["trial_id"]: r for r in trials_of(shared_tracking, parent_id)}
+    assert by_id["1"].info.status == "FAILED"
+    assert "XGBoostError" in by_id["1"].data.tags[hpo.TRIAL_ERROR_TAG]
+    assert [by_id[i].info.status for i in ("0", "2")] == ["FINISHED", "FINISHED"]
+
+
+@pytest.mark.slow
+def test_all_trials_failing_is_a_clear_error(shared_tracking, preprocess_run, monkeypatch):
+    for t in ambient(shared_tracking, monkeypatch):
+        with pytest.raises(UserError, match="all 2 trials failed on Spark; first error: trial 0"):
+            _run_breaking(t, preprocess_run, {0, 1}, 2)
+
+
+# ---- slow: a standalone cluster on loopback, tracking on a local server ----------------------
+
+
+@pytest.fixture
+def loopback_cluster(tmp_path):
+    state = tmp_path / "spark-cluster"
+    env = {
+        **os.environ,
+        "SPARK_CLUSTER_DIR": str(state),
+        "SPARK_MASTER_PORT": str(free_port()),
+        "SPARK_MASTER_WEBUI_PORT": str(free_port()),
+        "SPARK_WORKER_WEBUI_PORT": str(free_port()),
+        "SPARK_WORKER_CORES": "2",
+        "SPARK_WORKER_MEMORY": "2g",
+    }
+    up = subprocess.run(
+        [str(REPO / "scripts/spark-cluster-up.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield up.stdout.strip()
+    finally:
+        subprocess.run([str(REPO / "scripts/spark-cluster-down.sh")], env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_standalone_cluster_with_a_tracking_server(tmp_path, loopback_cluster, tlc_dir):
+    from tests.test_servers import server_tracking, start_mlflow_server
+
+    assert loopback_cluster.startswith("spark://127.0.0.1:")
+    server = start_mlflow_server(tmp_path, str(tmp_path / "served"))
+    try:
+        t = server_tracking(server.url, tmp_path)
+        extra = {**t.extra, "SPARK_LOCAL_IP": "127.0.0.1"}
+        preprocess = assert_ok(
+            mlflow_run(t, "preprocess", {"raw_data_path": tlc_dir}, extra_env=extra)
+        )
+        params = {
+            "preprocess_run_id": preprocess,
+            **TINY_SEARCH,
+            "max_evals": 4,
+            "spark_master": loopback_cluster,
+            "parallelism": 2,
+        }
+        run_id = assert_ok(mlflow_run(t, "hpo", params, extra_env=extra))
+        parent, _ = assert_search_like_serial(t, run_id, 4)
+        assert parent.data.tags[spark_search.SPARK_MASTER_TAG] == loopback_cluster
+        assert parent.data.tags[spark_search.SPARK_APP_ID_TAG].startswith("app-")
+    finally:
+        server.stop()
+
+
+def test_cluster_test_gives_the_worker_a_bare_environment():
+    """The worker the script starts sees no project packages (what the cluster test relies on)."""
+    script = Path(REPO / "scripts/spark-cluster-up.sh").read_text()
+    assert "env -i" in script and "PATH=/usr/bin:/bin" in script
