@@ -361,10 +361,49 @@ def score_spark(
         .parquet(str(output.resolve()))
     )
     tidy_spark_output(output)
-    counts = spark.read.parquet(str(output.resolve())).groupBy(REJECTED_COLUMN).count().collect()
-    rows = sum(r["count"] for r in counts)
-    rejected = Counter({r[REJECTED_COLUMN]: r["count"] for r in counts if r[REJECTED_COLUMN]})
-    return rows, rejected
+    # Counted from what was written (one column), not by computing the predictions again.
+    reasons = pq.read_table(output, columns=[REJECTED_COLUMN]).column(REJECTED_COLUMN)
+    counts = reasons.drop_null().value_counts().to_pylist()  # [{"values": .., "counts": ..}]
+    return len(reasons), Counter({c["values"]: c["counts"] for c in counts})
+
+
+def check_request(color: str, month: str, spark_master: str) -> list[str]:
+    """The months to score; ``UserError`` before any run starts if an argument is bad."""
+    if color not in tlc.COLORS:
+        raise UserError(f"color must be one of {', '.join(tlc.COLORS)}, got {color!r}")
+    if spark_master:
+        from steps.spark import validate_master
+
+        validate_master(spark_master)
+    try:
+        return parse_months(month)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def score_months(
+    model: ResolvedModel,
+    files: dict[str, Path],
+    color: str,
+    meta: dict[str, str],
+    output: Path,
+    spark_master: str,
+) -> tuple[int, Counter]:
+    """Write the predictions to ``output`` (in Spark or pandas); the rows and rejections."""
+    if spark_master:
+        from steps.spark import spark_session
+
+        spark = spark_session(spark_master, "nyc-taxi-duration score")
+        with folder_replaced_atomically(output) as tmp:
+            return score_spark(spark, model.load_uri, files, color, meta, tmp)
+    try:
+        loaded = mlflow.pyfunc.load_model(model.load_uri)
+    except (MlflowException, OSError) as exc:
+        raise UserError(f"cannot load model {meta['model_uri']}: {exc}") from None
+    if not writes_folder(list(files), spark_master):
+        return score_pandas(loaded, files, color, meta, output, folder=False)
+    with folder_replaced_atomically(output) as tmp:
+        return score_pandas(loaded, files, color, meta, tmp, folder=True)
 
 
 def run_score(
@@ -375,51 +414,21 @@ def run_score(
     output_path: Path | None = None,
     spark_master: str = "",
 ) -> ScoreResult:
-    """Score ``month`` (one month or a range) with ``model_uri``; see the module docstring."""
-    if color not in tlc.COLORS:
-        raise UserError(f"color must be one of {', '.join(tlc.COLORS)}, got {color!r}")
-    try:
-        months = parse_months(month)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if spark_master:
-        from steps.spark import validate_master
-
-        validate_master(spark_master)
+    """Score ``month`` (one month or a range) with ``model_uri``; see the module docstring.
+    Every month is fetched (and hashed) before any is scored."""
+    months = check_request(color, month, spark_master)
     folder = writes_folder(months, spark_master)
     output = Path(output_path) if output_path else default_output_path(color, month, folder)
     with step_run("score", run_name(color, month)) as run:
-        log_params_missing(
-            {
-                "model_uri": model_uri,
-                "raw_data_path": raw_data_path,
-                "color": color,
-                "month": month,
-                "output_path": output_path or "",
-                "spark_master": spark_master,
-            }
-        )
+        given = {"model_uri": model_uri, "raw_data_path": raw_data_path, "color": color}
+        given |= {"month": month, "output_path": output_path or "", "spark_master": spark_master}
+        log_params_missing(given)
         model = resolve_model(MlflowClient(), model_uri)
         meta = {"model_name": model.name, "model_version": model.version, "model_uri": model_uri}
         files = {m: tlc.ensure_local_file(raw_data_path, color, m) for m in months}
         digests = {m: tlc.sha256_of(path) for m, path in files.items()}
         started = time.perf_counter()
-        if spark_master:
-            from steps.spark import spark_session
-
-            spark = spark_session(spark_master, f"nyc-taxi-duration {run_name(color, month)}")
-            with folder_replaced_atomically(output) as tmp:
-                rows, rejected = score_spark(spark, model.load_uri, files, color, meta, tmp)
-        else:
-            try:
-                loaded = mlflow.pyfunc.load_model(model.load_uri)
-            except (MlflowException, OSError) as exc:
-                raise UserError(f"cannot load model {model_uri}: {exc}") from None
-            if folder:
-                with folder_replaced_atomically(output) as tmp:
-                    rows, rejected = score_pandas(loaded, files, color, meta, tmp, folder=True)
-            else:
-                rows, rejected = score_pandas(loaded, files, color, meta, output, folder=False)
+        rows, rejected = score_months(model, files, color, meta, output, spark_master)
         seconds = time.perf_counter() - started
         log_rejections(rejected)
         result = ScoreResult(run.info.run_id, rows, sum(rejected.values()), model.version, seconds)

@@ -3,10 +3,17 @@
 Fast: the month-range rule, tags, and the bad inputs (refused before a run or a Spark session
 starts, or failing with one line and no output). Slow: ``mlflow run -e score`` with
 ``spark_master=local[2]`` on two real months (one given rows that break the contract) equals
-the pandas path row for row, with a tiny model trained and registered in process.
+the pandas path row for row; and so does a standalone cluster on loopback started with
+scripts/spark-cluster-up.sh (a worker with a bare environment). The model is a tiny XGBoost
+trained and registered in process.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -20,7 +27,15 @@ from steps.errors import UserError
 from steps.features import Featurizer
 from steps.models import Split, XGBoostSettings, train_and_evaluate
 from steps.predictor import Predictor
-from tests.conftest import assert_ok, copy_months, free_port, mlflow_run, tlc_file
+from tests.conftest import (
+    REPO,
+    TLC_DIR,
+    assert_ok,
+    copy_months,
+    free_port,
+    mlflow_run,
+    tlc_file,
+)
 from tests.test_train_register import month_with_bad_rows
 
 # --- the month-range rule (pure) -----------------------------------------------------------
@@ -195,3 +210,55 @@ def test_spark_scores_like_pandas_row_for_row(tracking, tmp_path):
     assert spark_run.data.params["spark_master"] in ("local[2]", "'local[2]'")
     assert spark_run.info.run_name == "score 2023-02..2023-03"
     assert f"-> {spark_out}" in completed.output
+
+
+@pytest.mark.slow
+def test_score_on_a_loopback_standalone_cluster(tracking, tmp_path):
+    """The worker has a bare environment (no project on its path): the contract check and
+    the model still reach the executors, and the predictions equal pandas's."""
+    register_tiny_model("tiny")
+    uri = "models:/tiny@champion"
+    state = tmp_path / "cluster"
+    ports = {
+        "SPARK_MASTER_PORT": free_port(),
+        "SPARK_MASTER_WEBUI_PORT": free_port(),
+        "SPARK_WORKER_WEBUI_PORT": free_port(),
+    }
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "SPARK_WORKER_CORES": "2"}
+    up = subprocess.run(
+        [REPO / "scripts" / "spark-cluster-up.sh", state],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        master = up.stdout.strip()
+        assert master == f"spark://127.0.0.1:{ports['SPARK_MASTER_PORT']}"
+        worker_env = Path(f"/proc/{(state / 'worker.pid').read_text().strip()}/environ")
+        worker = dict(v.split("=", 1) for v in worker_env.read_text().split("\0") if "=" in v)
+        assert worker["PATH"] == "/usr/bin:/bin" and "VIRTUAL_ENV" not in worker
+
+        out = tmp_path / "cluster-out"
+        cmd = [sys.executable, "-m", "steps.score", "--model-uri", uri, "--month", "2023-03"]
+        cmd += ["--raw-data-path", TLC_DIR, "--output-path", out, "--spark-master", master]
+        scored = subprocess.run(
+            cmd,
+            env={**tracking.env(), "PYTHONPATH": str(REPO)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert scored.returncode == 0, scored.stderr[-5000:]
+    finally:
+        subprocess.run([REPO / "scripts" / "spark-cluster-down.sh", state], timeout=120)
+    assert not (state / "worker.pid").exists() and not (state / "master.pid").exists()
+
+    score.run_score(uri, TLC_DIR, "green", "2023-03", tmp_path / "pandas.parquet")
+    pandas = pd.read_parquet(tmp_path / "pandas.parquet")
+    cluster = read_folder(out)
+    assert cluster["row_index"].tolist() == list(range(len(pandas)))
+    np.testing.assert_array_equal(cluster["predicted_duration"], pandas["predicted_duration"])
+    assert (cluster["PULocationID"].to_numpy() == pandas["PULocationID"].to_numpy()).all()
