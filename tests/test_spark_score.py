@@ -69,7 +69,6 @@ def test_folder_or_file_and_names():
     assert str(score.default_output_path("green", "2023-01..2023-03", folder=True)) == (
         "predictions/green_tripdata_2023-01..2023-03"
     )
-    assert score.run_name("green", "2023-01..2023-03") == "score 2023-01..2023-03"
     one = {"data.2023-03.sha256": "ab", "data.sha256": "ab"}
     assert score.sha256_tags({"2023-03": "ab"}) == one
     assert score.sha256_tags({"2023-02": "a", "2023-03": "b"}) == {
