@@ -20,11 +20,13 @@ Each candidate is a nested run named ``candidate-R (trial NNN)`` with:
   for XGBoost, ``xgboost_model`` (MLflow's xgboost flavor, UBJ)
 - artifacts ``plots/{val,test}_predicted_vs_actual.png``, ``plots/{val,test}_residuals.png``,
   ``plots/feature_importance.png`` (XGBoost) and ``model_card.md``
+- with ``autolog``, what MLflow's autologging adds, kept sparse (``steps/autolog.py``):
+  XGBoost's per-round metrics and params; for scikit-learn, every estimator param, tags
+  ``estimator_name``, ``estimator_class``, metrics ``training_*`` and ``estimator.html``
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -39,6 +41,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from steps import options, reports
 from steps.artifacts import load_preprocessed
+from steps.autolog import estimator_record, log_estimator_record, xgboost_autolog
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
 from steps.models import Split, XGBoostSettings, rmse, train_and_evaluate
@@ -104,30 +107,6 @@ def resolve_hpo_run(hpo_run_id: str | None, experiment_id: str) -> Run:
     return run
 
 
-@contextlib.contextmanager
-def autologging(kind: str, enabled: bool):
-    """The course's autolog, minus what breaks at scale: no dataset logging (it densifies the
-    sparse matrix, 6.5 GB on three months) and no models (ours are logged, not pickled)."""
-    if not enabled:
-        yield
-        return
-    flavor = mlflow.xgboost if kind == "xgboost" else mlflow.sklearn
-    options = dict(
-        log_models=False,
-        log_datasets=False,
-        log_input_examples=False,
-        log_model_signatures=False,
-        silent=True,
-    )
-    if flavor is mlflow.sklearn:
-        options["log_post_training_metrics"] = False
-    flavor.autolog(**options)
-    try:
-        yield
-    finally:
-        flavor.autolog(disable=True)
-
-
 def _data_rows(preprocess: Run) -> list[dict[str, str]]:
     tags = preprocess.data.tags
     return [
@@ -168,8 +147,12 @@ def train_candidate(
                 "model": kind,
             }
         )
-        with autologging(kind, autolog):
+        with xgboost_autolog(autolog and kind == "xgboost"):
             result = train_and_evaluate(kind, params, splits["train"], splits["val"], settings)
+        if autolog and kind != "xgboost":  # what mlflow.sklearn.autolog logs, kept sparse
+            log_estimator_record(
+                estimator_record(result.model, splits["train"].X, splits["train"].y)
+            )
         log_params_missing(params)  # after autolog, which may have logged the same ones
 
         model_info, size = log_predictor(

@@ -338,3 +338,29 @@ def test_autolog_without_densifying_or_pickles(shared_tracking, tiny_search):
     assert sorted(m.name for m in models) == ["model", "xgboost_model"]
     # a dense float64 copy of the train month alone would be 66k x 5.7k x 8 B = 3 GB
     assert peak_kib < 2_000_000, f"a step peaked at {peak_kib / 1e6:.1f} GB"
+
+
+def test_random_forest_autolog_stays_sparse(shared_tracking, preprocess_run):
+    """mlflow.sklearn.autolog would densify the train month after every fit (3 GB here, 16 GB
+    peak on the 2021 homework); train_best logs the same record from the sparse matrix."""
+    search = assert_ok(
+        mlflow_run(
+            shared_tracking,
+            "hpo",
+            {"preprocess_run_id": preprocess_run, "model": "random_forest", "max_evals": 2},
+        )
+    )
+    run_id = assert_ok(
+        mlflow_run(shared_tracking, "train_best", {"hpo_run_id": search, "autolog": "true"})
+    )
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    (candidate,) = children(shared_tracking, run_id)
+    data = candidate.data
+    assert data.tags["estimator_class"] == "sklearn.ensemble._forest.RandomForestRegressor"
+    assert data.params["n_jobs"] == "-1" and data.params["criterion"] == "squared_error"
+    assert 0 < data.metrics["training_root_mean_squared_error"] < data.metrics["val_rmse"]
+    assert data.metrics["training_score"] == data.metrics["training_r2_score"]
+    artifacts = [a.path for a in shared_tracking.client.list_artifacts(candidate.info.run_id)]
+    assert "estimator.html" in artifacts
+    assert candidate.inputs.dataset_inputs == []
+    assert peak_kib < 2_000_000, f"a step peaked at {peak_kib / 1e6:.1f} GB"
