@@ -5,7 +5,7 @@ experiment): ``data/train.parquet``, ``data/val.parquet``, ``featurizer/featuriz
 
 Writes to its run (the search's parent), named ``hpo <model>`` (``hpo <model> (resume)``):
 - params ``preprocess_run_id``, ``model``, ``max_evals``, ``seed``, ``num_boost_round``,
-  ``early_stopping_rounds``, ``resume_run_id`` (as given; ``mlflow run`` logs them itself)
+  ``early_stopping_rounds``, ``resume_run_id``, ``prune`` (as given; ``mlflow run`` logs them)
 - tags ``step=hpo``, ``preprocess_run_id`` (the resolved ID), ``model``, ``best_trial_run_id``
 - metrics ``best_val_rmse``, ``n_trials``, ``search_seconds``
 - artifact ``best_params.json``: the best trial's typed ``params`` and raw hyperopt ``vals``,
