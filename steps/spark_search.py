@@ -16,8 +16,9 @@ This module only makes a trial on an executor the same as a trial in process:
   executor computes the trial's rungs (serial search: trials 0..k-1).
 - **Tracking**: executors build their own client from the tracking URI and credentials the
   driver passes (``tracking_env``): nothing is assumed about their environment.
-- **Data**: train and val (CSR + y) are broadcast once; each Python worker unpickles them once
-  and builds XGBoost's DMatrix once (``worker_splits``, keyed by the broadcast's id).
+- **Data**: train and val (CSR + y) are broadcast once (each executor fetches them once);
+  a Python worker unpickles them and builds XGBoost's DMatrix once (``worker_splits``, keyed
+  by a name the driver gives the broadcast) and reuses them while Spark reuses the worker.
 - **Code**: the ``steps`` package is zipped and shipped with ``addPyFile`` (``ship_code``).
 - **Threads**: each trial trains with ``trial_threads(cores, parallelism)`` threads (XGBoost's
   global ``nthread``; joblib's CPU count for the random forest), outside its params.
