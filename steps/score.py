@@ -14,8 +14,8 @@ input contract (``steps.contract``: a null, negative or infinite distance, a mis
 non-integer location ID) is kept with a null ``predicted_duration`` and ``rejected_reason``
 saying why (null for scored rows); one bad row never fails the month.
 
-Output (written to a temporary name beside ``output_path`` and renamed at the end, with the
-user's umask: a failure leaves no partial output):
+Output (written to a temporary name beside ``output_path`` and renamed at the end: a failure
+leaves no partial output; pandas writes with the user's umask, Spark with Hadoop's, 022):
 
 - one month in pandas: the file ``output_path`` (default
   ``predictions/<color>_tripdata_<month>.parquet``), rows in file order;
@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 def parse_months(value: str) -> list[str]:
     """``2023-03`` -> ``["2023-03"]``; ``2023-01..2023-03`` -> the three months, in order.
     ``ValueError`` for anything else, or a range that ends before it starts."""
-    start, sep, end = value.partition(RANGE_SEPARATOR) if isinstance(value, str) else ("", "", "")
+    start, sep, end = value.partition(RANGE_SEPARATOR)
     if not sep:
         return [tlc.parse_month(value)]
     try:
@@ -205,7 +205,8 @@ def write_atomically(frame: pd.DataFrame, path: Path) -> None:
 def folder_replaced_atomically(path: Path) -> Iterator[Path]:
     """Yield a new temporary folder beside ``path``; when the body succeeds it becomes
     ``path`` (an older ``path`` is moved aside first, then deleted), otherwise it is deleted.
-    The folder gets the user's umask (``mkdtemp`` would make it 0700)."""
+    The writer creates it: pandas with the user's umask (``mkdtemp`` would make it 0700),
+    Spark with Hadoop's ``fs.permissions.umask-mode`` (022 unless configured)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = _beside(path), _beside(path)
     try:

@@ -38,6 +38,29 @@ from tests.conftest import (
 )
 from tests.test_train_register import month_with_bad_rows
 
+
+def register_tiny_model(name: str) -> str:
+    """A 5-round XGBoost model on 3,000 trips of 2023-01, registered as ``name@champion``."""
+    train = tlc.clean(tlc.read_month(tlc_file("2023-01"), "green").frame, "green").head(3000)
+    featurizer = Featurizer.fit(train)
+    split = Split(featurizer.transform(train), train["duration"].to_numpy())
+    params = {"max_depth": 3, "learning_rate": 0.3, "seed": 1, "nthread": 1}
+    trained = train_and_evaluate("xgboost", params, split, split, XGBoostSettings(5, 0))
+    with mlflow.start_run():
+        info, _ = packaging.log_predictor(
+            Predictor("xgboost", featurizer, trained.model), packaging.input_example(train)
+        )
+    version = mlflow.register_model(info.model_uri, name).version
+    MlflowClient().set_registered_model_alias(name, "champion", version)
+    return str(version)
+
+
+def read_folder(path) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    frame["month"] = frame["month"].astype(str)
+    return frame.sort_values(["month", "row_index"], ignore_index=True)
+
+
 # --- the month-range rule (pure) -----------------------------------------------------------
 
 
@@ -114,29 +137,28 @@ def test_a_missing_month_without_network_writes_nothing(
     assert run.info.status == "FAILED"
 
 
+def test_a_month_failing_midway_leaves_the_earlier_output(tracking, tmp_path):
+    """pandas over a range: the first month is written (to the temporary folder) before the
+    second fails; the output of the earlier run stays as it was, nothing else is left."""
+    uri = "models:/tiny@champion"
+    register_tiny_model("tiny")
+    raw = copy_months(tmp_path / "raw", ("2023-02", "2023-03"))
+    out = tmp_path / "out" / "scored"
+    first = score.run_score(uri, raw, "green", "2023-02..2023-03", out)
+    before = read_folder(out)
+    assert len(before) == first.rows and sorted(p.name for p in out.iterdir()) == [
+        "month=2023-02",
+        "month=2023-03",
+    ]
+    march = raw / tlc.file_name("green", "2023-03")
+    pd.read_parquet(march).drop(columns="trip_distance").to_parquet(march)
+    with pytest.raises(UserError, match="has no column 'trip_distance'"):
+        score.run_score(uri, raw, "green", "2023-02..2023-03", out)
+    pd.testing.assert_frame_equal(read_folder(out), before)
+    assert [p.name for p in out.parent.iterdir()] == ["scored"]  # no temporary folder left
+
+
 # --- Spark equals pandas on real months -----------------------------------------------------
-
-
-def register_tiny_model(name: str) -> str:
-    """A 5-round XGBoost model on 3,000 trips of 2023-01, registered as ``name@champion``."""
-    train = tlc.clean(tlc.read_month(tlc_file("2023-01"), "green").frame, "green").head(3000)
-    featurizer = Featurizer.fit(train)
-    split = Split(featurizer.transform(train), train["duration"].to_numpy())
-    params = {"max_depth": 3, "learning_rate": 0.3, "seed": 1, "nthread": 1}
-    trained = train_and_evaluate("xgboost", params, split, split, XGBoostSettings(5, 0))
-    with mlflow.start_run():
-        info, _ = packaging.log_predictor(
-            Predictor("xgboost", featurizer, trained.model), packaging.input_example(train)
-        )
-    version = mlflow.register_model(info.model_uri, name).version
-    MlflowClient().set_registered_model_alias(name, "champion", version)
-    return str(version)
-
-
-def read_folder(path) -> pd.DataFrame:
-    frame = pd.read_parquet(path)
-    frame["month"] = frame["month"].astype(str)
-    return frame.sort_values(["month", "row_index"], ignore_index=True)
 
 
 @pytest.mark.slow
