@@ -7,7 +7,8 @@ ENV_MANAGER ?= uv
 BUILD_DEPS := pip==26.3 setuptools==84.2.1 wheel==0.48.0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock test test-fast lint format pipeline benchmark ui clean
+.PHONY: help venv lock test test-fast lint format pipeline benchmark benchmark-preprocess \
+	benchmark-score benchmark-search benchmark-search-quick ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,7 +46,20 @@ pipeline: venv  ## the whole pipeline (main) on the default months, downloaded f
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . --env-manager $(ENV_MANAGER)
 
 benchmark: venv  ## featurization and tracking-overhead benchmark (table + benchmarks/results/*.json)
-	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python scripts/benchmark.py featurize
+
+benchmark-preprocess: venv  ## preprocess end to end vs the textbook script, 3M and 6M rows (minutes; run alone)
+	$(BIN)/python scripts/benchmark.py preprocess
+
+benchmark-score: venv  ## batch scoring rows/s: Spark against pandas on the 2023 months
+	$(BIN)/python scripts/benchmark.py score
+
+benchmark-search: venv  ## the XGBoost search pruned vs prune=false, 2021-01/02, full budget (slow; run alone)
+	$(BIN)/python scripts/benchmark.py search
+
+benchmark-search-quick: venv  ## the same on the 2023 months, 12 trials of up to 200 rounds
+	$(BIN)/python scripts/benchmark.py search --train-month 2023-01 --val-month 2023-02 \
+		--test-month 2023-03 --max-evals 12 --num-boost-round 200
 
 ui: venv  ## the MLflow UI on ./mlflow.db at http://127.0.0.1:5000; prints the link to the training runs
 	$(BIN)/python scripts/ui.py
