@@ -5,8 +5,11 @@ experiment): ``data/train.parquet``, ``data/val.parquet``, ``featurizer/featuriz
 
 Writes to its run (the search's parent), named ``hpo <model>`` (``hpo <model> (resume)``):
 - params ``preprocess_run_id``, ``model``, ``max_evals``, ``seed``, ``num_boost_round``,
-  ``early_stopping_rounds``, ``resume_run_id``, ``prune`` (as given; ``mlflow run`` logs them)
-- tags ``step=hpo``, ``preprocess_run_id`` (the resolved ID), ``model``, ``best_trial_run_id``
+  ``early_stopping_rounds``, ``resume_run_id``, ``prune`` (as given; ``mlflow run`` logs them),
+  ``spark_master``, ``parallelism``
+- tags ``step=hpo``, ``preprocess_run_id`` (the resolved ID), ``model``, ``best_trial_run_id``;
+  on Spark also ``spark.master``, ``spark.parallelism``, ``spark.trial_threads``,
+  ``spark.app_id`` (``steps.spark_search``)
 - metrics ``best_val_rmse``, ``n_trials``, ``search_seconds``
 - artifact ``best_params.json``: the best trial's typed ``params`` and raw hyperopt ``vals``,
   its ``val_rmse``, ``trial_id``, ``trial_run_id``, and the search settings
@@ -22,6 +25,12 @@ Each trial is a child run (tag ``mlflow.parentRunId``) named ``trial-NNN`` with:
   its ``val_rmse`` (the loss TPE is told) is that of its trees up to then. Which trials are
   pruned depends only on earlier trials' curves: trial k's rung thresholds come from trials
   0..k-1 (``pruning_thresholds``), reloaded from the metric history when resuming.
+- a trial that raised is FAILED, tagged ``trial.error`` (``type: message``).
+
+With ``spark_master`` set, hyperopt's ``SparkTrials`` runs the trials on Spark executors, up to
+``parallelism`` at once (``steps.spark_search``); each is logged as above by the executor
+(``ExecutorTrial``), its rungs from the trials finished when it was dispatched. A failed trial
+does not stop a Spark search. A search that ran on Spark cannot be resumed.
 
 A resumed search (``resume_run_id``) nests its new trials under the original parent, which ends
 FINISHED with the results above; the resuming run is tagged ``resumed_from`` and logs
