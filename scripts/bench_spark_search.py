@@ -7,6 +7,8 @@ on Spark, alternating (in process, Spark, in process, ...) for ``--repeats`` rou
 throw-away SQLite store. For each: wall time, CPU seconds (this process's children), trials,
 trials per hour, best ``val_rmse``; the table shows medians (best RMSE of the first round: the
 same seed gives the same search in process; on Spark it may vary with timing after trial 20).
+CPU seconds count only the processes reaped as this one's descendants: Spark's Python workers
+can escape that count, so on Spark compare wall time.
 
 Prints a table; writes JSON to ``benchmarks/results/bench-spark-search-<UTC time>.json``.
 
