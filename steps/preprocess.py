@@ -9,7 +9,8 @@ Writes to its run:
 - metrics ``rows_read_<split>``, ``rows_kept_<split>`` for split in train, val, test;
   ``n_features``; ``preprocess_seconds``
 - dataset inputs, one per raw file, context ``train``/``val``/``test``, digest = the first 36
-  hex digits of the file's sha256 (input tag ``sha256`` holds all of it)
+  hex digits of the file's sha256 (input tag ``sha256`` holds all of it), source = its absolute
+  path, schema and profile (``num_rows``) of the columns read (``RawFileDataset``: no data)
 - run name ``preprocess 2023-01..03`` (train..test month; the color when not green)
 - tags ``step=preprocess``, ``data.<split>.sha256``, ``data.<split>.file``, ``data.<split>.month``
 - artifacts ``data/train.parquet``, ``data/val.parquet``, ``data/test.parquet`` (columns
@@ -161,16 +162,16 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
                 **{f"{s}_month": m for s, m in config.months().items()},
             }
         )
-        raws, cleaned = {}, {}
+        # A raw month is kept only as its dataset (no data) and file: peak memory holds the
+        # cleaned splits, not the raw ones too.
+        datasets, files, rows_read, cleaned = {}, {}, {}, {}
         for split, month in config.months().items():
-            raws[split], cleaned[split] = load_split(config, split, month)
-            log.info(
-                "%s %s: %d rows read, %d kept",
-                split,
-                raws[split].path,
-                len(raws[split].frame),
-                len(cleaned[split]),
-            )
+            raw, cleaned[split] = load_split(config, split, month)
+            datasets[split], files[split] = raw_file_dataset(raw), (raw.path, raw.sha256)
+            rows_read[split] = len(raw.frame)
+            kept = len(cleaned[split])
+            log.info("%s %s: %d rows read, %d kept", split, raw.path, rows_read[split], kept)
+            del raw
         featurizer = Featurizer.fit(cleaned["train"])
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -184,16 +185,15 @@ def run_preprocess(config: PreprocessConfig) -> PreprocessResult:
             mlflow.log_artifacts(str(out))
 
         for split, month in config.months().items():
-            raw = raws[split]
-            mlflow.log_input(raw_file_dataset(raw), context=split, tags={"sha256": raw.sha256})
+            path, sha256 = files[split]
+            mlflow.log_input(datasets[split], context=split, tags={"sha256": sha256})
             mlflow.set_tags(
                 {
-                    f"data.{split}.sha256": raw.sha256,
-                    f"data.{split}.file": raw.path.name,
+                    f"data.{split}.sha256": sha256,
+                    f"data.{split}.file": path.name,
                     f"data.{split}.month": month,
                 }
             )
-        rows_read = {s: len(raws[s].frame) for s in SPLITS}
         rows_kept = {s: len(cleaned[s]) for s in SPLITS}
         mlflow.log_metrics(
             {
