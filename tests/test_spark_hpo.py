@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,57 @@ def test_executors_get_the_tracking_uri_and_credentials(tmp_path, monkeypatch):
         "MLFLOW_TRACKING_PASSWORD": "p",
     }
     assert spark_search.absolute_tracking_uri("http://h:5000") == "http://h:5000"
+
+
+class _TakenOnce:
+    """An executor trial whose first trial id was already taken by another task."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, trial_id, vals, params, train, val, finished):
+        self.calls.append((trial_id, [r.trial_id for r in finished]))
+        if len(self.calls) == 1:
+            return None
+        return hpo.TrialRecord(trial_id, vals, params, 1.5, f"run-{trial_id}")
+
+
+def test_two_pending_trials_with_the_same_params_get_one_trial_id_each():
+    from hyperopt import Trials
+    from hyperopt.base import JOB_STATE_DONE, JOB_STATE_RUNNING
+
+    space = hpo.search_space("random_forest", 42)
+    vals = {"max_depth": [5.0], "min_samples_leaf": [2.0], "min_samples_split": [3.0]}
+    vals["n_estimators"] = [20.0]
+    trials = Trials()
+    docs = []
+    for tid, state in ((0, JOB_STATE_DONE), (1, JOB_STATE_RUNNING), (2, JOB_STATE_RUNNING)):
+        misc = {"tid": tid, "cmd": None, "workdir": None, "vals": vals}
+        misc["idxs"] = {k: [tid] for k in vals}
+        (doc,) = trials.new_trial_docs([tid], [None], [{"status": "new"}], [misc])
+        doc["state"] = state
+        if state == JOB_STATE_DONE:
+            record = hpo.TrialRecord(0, vals, {}, 2.0, "r0")
+            doc["result"] = {"status": "ok", "loss": 2.0, "record": record}
+        docs.append(doc)
+    trials.insert_trial_docs(docs)
+    trials.refresh()
+    objective = spark_search.SparkObjective(space, _TakenOnce(), None, {}, 1)
+    objective.trials = trials
+    shipped = pickle.loads(pickle.dumps(objective))  # what an executor gets
+    assert shipped.trials is None
+    params = {"max_depth": 5, "min_samples_leaf": 2, "min_samples_split": 3, "n_estimators": 20}
+    key = spark_search.params_key(params | {"random_state": 42})
+    assert [t.trial_id for t in shipped.pending[key]] == [1, 2]
+    assert [r.trial_id for r in shipped.finished] == [0]
+    tiny = Split(sp.csr_matrix(np.ones((2, 1))), np.ones(2))
+    spark_search._WORKER_SPLITS[shipped.data_key] = (tiny, tiny)
+    try:
+        result = shipped(params | {"random_state": np.int64(42)})
+    finally:
+        spark_search._WORKER_SPLITS.clear()
+    assert result["status"] == "ok" and result["record"].trial_id == 2
+    assert shipped.run.calls == [(1, [0]), (2, [0])]
 
 
 # ---- slow: real Spark ----------------------------------------------------------------------
