@@ -11,7 +11,7 @@ This module only makes a trial on an executor the same as a trial in process:
   executor looks its params up. Two pending trials with identical params (possible in the
   random forest's integer space) share one entry: the executor tries each trial id in turn, and
   the trial-number check of ``TrialLogger`` (another run of that trial started first) sends it
-  to the next.
+  to the next, leaving its run of the taken id KILLED.
 - **Pruning**: the same snapshot carries the trials finished at dispatch time, from which the
   executor computes the trial's rungs (serial search: trials 0..k-1).
 - **Tracking**: executors build their own client from the tracking URI and credentials the
