@@ -14,8 +14,9 @@ own process, on the 2023 months repeated to about ``--rows`` rows in all (files 
 temporary folder) and at 1x. Extra cost per row = (t(N) - t(1x)) / (N - n(1x)); peak memory is
 the largest process's maximum RSS, CPU the user + system seconds of the process tree.
 
-``score`` and ``search`` run ``scripts/bench_score.py`` and ``scripts/bench_search.py`` with
-the options that follow (``--help`` lists them).
+Any other sub-command NAME runs ``scripts/bench_NAME.py`` (``-`` read as ``_``) with the
+options that follow (``--help`` lists them): ``score`` (``bench_score.py``), ``search``
+(``bench_search.py``), ``spark-search`` (``bench_spark_search.py``).
 
 Runs alternate (A, B, A, B, ...) so that machine noise hits both; the tables show medians.
 Each prints a table and writes JSON to ``benchmarks/results/``.
@@ -24,6 +25,7 @@ Each prints a table and writes JSON to ``benchmarks/results/``.
     python scripts/benchmark.py preprocess [--rows 3000000 6000000] [--repeats 3]
     python scripts/benchmark.py score [...]     # scripts/bench_score.py
     python scripts/benchmark.py search [...]    # scripts/bench_search.py
+    python scripts/benchmark.py spark-search [...]  # scripts/bench_spark_search.py
 """
 
 from __future__ import annotations
@@ -433,17 +435,24 @@ def run_script(name: str, argv: list[str]) -> None:
 COMMANDS = {
     "featurize": featurize_main,
     "preprocess": preprocess_main,
-    "score": lambda argv: run_script("bench_score.py", argv),
-    "search": lambda argv: run_script("bench_search.py", argv),
     # the textbook script, in a process of its own (measured by `preprocess`)
     "textbook-preprocess": lambda argv: textbook_preprocess(Path(argv[0]), Path(argv[1])),
 }
+
+
+def script_command(name: str) -> str | None:
+    """``scripts/bench_<name>.py`` (``-`` read as ``_``) when it exists: ``score``,
+    ``search``, ``spark-search``, ..."""
+    script = f"bench_{name.replace('-', '_')}.py"
+    return script if name and (REPO / "scripts" / script).is_file() else None
 
 
 def main() -> None:
     argv = sys.argv[1:]
     if argv and argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])
+    elif argv and script_command(argv[0]):
+        run_script(script_command(argv[0]), argv[1:])
     elif argv and argv[0] in ("-h", "--help"):
         print(__doc__)
     else:  # no sub-command: featurize, as before
