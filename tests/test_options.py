@@ -111,6 +111,9 @@ def test_parsed_values_go_back_to_the_strings_mlflow_stores():
         "seed": "42",
         "num_boost_round": "1000",
         "early_stopping_rounds": "50",
+        "prune": "true",
+        "spark_master": "",
+        "parallelism": "",
     }
     assert params["train_best"] == {"top_n": "3", "autolog": "false"}
     assert params["register"] == {"model_name": "nyc-taxi-regressor", "select_by": "val_rmse"}
