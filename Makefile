@@ -8,7 +8,7 @@ BUILD_DEPS := pip==26.3 setuptools==84.2.1 wheel==0.48.0
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lock test test-fast lint format pipeline benchmark benchmark-preprocess \
-	benchmark-score benchmark-search benchmark-search-quick ui clean
+	benchmark-score benchmark-search benchmark-search-quick benchmark-spark-search ui clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ benchmark-search: venv  ## the XGBoost search pruned vs prune=false, 2021-01/02,
 benchmark-search-quick: venv  ## the same on the 2023 months, 12 trials of up to 200 rounds
 	$(BIN)/python scripts/benchmark.py search --train-month 2023-01 --val-month 2023-02 \
 		--test-month 2023-03 --max-evals 12 --num-boost-round 200
+
+benchmark-spark-search: venv  ## the search in process against the same search on Spark local[N]
+	$(BIN)/python scripts/benchmark.py spark-search
 
 ui: venv  ## the MLflow UI on ./mlflow.db at http://127.0.0.1:5000; prints the link to the training runs
 	$(BIN)/python scripts/ui.py
