@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 from steps.errors import UserError
@@ -22,10 +23,21 @@ def is_local_master(master: str) -> bool:
     return master == "local" or master.startswith("local[")
 
 
+# What Spark's --master takes: local, local[N], local[*], local[N,F], local[*,F]; a standalone
+# master (spark://host:port, or several host:port for high availability); yarn; k8s://...;
+# mesos://...
+MASTER_FORMS = re.compile(
+    r"local(\[(\d+|\*)(,\d+)?\])?"
+    r"|spark://[^/\s:]+:\d+(,[^/\s:]+:\d+)*"
+    r"|yarn"
+    r"|k8s://\S+"
+    r"|mesos://\S+"
+)
+
+
 def validate_master(master: str) -> None:
     """The forms Spark accepts for ``--master``; anything else fails before Spark starts."""
-    known = ("local", "spark://", "yarn", "k8s://", "mesos://")
-    if not master.startswith(known):
+    if not MASTER_FORMS.fullmatch(master):
         raise UserError(
             f"spark_master must be local[N], spark://host:port, yarn or k8s://..., got {master!r}"
         )

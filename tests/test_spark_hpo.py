@@ -21,7 +21,7 @@ import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
 
-from steps import hpo, spark_search
+from steps import hpo, spark, spark_search
 from steps import main as pipeline
 from steps.errors import UserError
 from steps.models import Split
@@ -85,6 +85,32 @@ def test_bad_spark_settings_are_refused(tracking, args, message):
     if "--resume-run-id" not in args:  # main has no resume_run_id
         by_main = CliRunner().invoke(pipeline.main, args)
         assert by_main.exit_code != 0 and message in by_main.output, by_main.output
+
+
+@pytest.mark.parametrize(
+    "master",
+    [
+        "local",
+        "local[2]",
+        "local[*]",
+        "local[4,2]",
+        "spark://127.0.0.1:7077",
+        "spark://a:7077,b:7077",
+        "yarn",
+        "k8s://https://10.0.0.1:6443",
+    ],
+)
+def test_spark_masters_spark_takes_are_accepted(master):
+    spark.validate_master(master)
+
+
+@pytest.mark.parametrize(
+    "master",
+    ["localhost:7077", "local[two]", "local[2", "yarn-cluster", "spark://host", "spark://h:p", "2"],
+)
+def test_what_spark_does_not_take_is_refused(master):
+    with pytest.raises(UserError, match="spark_master must be local"):
+        spark.validate_master(master)
 
 
 def test_trial_threads_share_the_cores():
