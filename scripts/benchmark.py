@@ -331,6 +331,13 @@ def extra_per_row(points: dict[int, dict], base: int, key: str = "seconds") -> d
     }
 
 
+def ratios(per_row: dict[str, dict[int, float]]) -> dict[int, float | None]:
+    """Textbook over project per row count; ``None`` where the project's extra cost is not
+    above zero (lost in the noise: more rows, more repeats or an idle machine)."""
+    textbook, project = per_row["textbook"], per_row["project"]
+    return {n: textbook[n] / project[n] if project[n] > 0 else None for n in project}
+
+
 def microseconds(per_row: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
     return {name: {n: s * 1e6 for n, s in points.items()} for name, points in per_row.items()}
 
@@ -376,12 +383,8 @@ def bench_preprocess(tlc_dir: Path, targets: list[int], repeats: int) -> dict:
         "textbook": paths["textbook"],
         "extra_us_per_row": microseconds(extra),
         "extra_cpu_us_per_row": microseconds(extra_cpu),
-        "textbook_over_project": {
-            r: extra["textbook"][r] / extra["project"][r] for r in extra["project"]
-        },
-        "textbook_over_project_cpu": {
-            r: extra_cpu["textbook"][r] / extra_cpu["project"][r] for r in extra_cpu["project"]
-        },
+        "textbook_over_project": ratios(extra),
+        "textbook_over_project_cpu": ratios(extra_cpu),
     }
 
 
@@ -413,7 +416,8 @@ def preprocess_main(argv: list[str]) -> None:
             rows.append(
                 (
                     f"extra {kind} per row at {n:,}: textbook / project",
-                    f"{per_row['textbook'][n]:.2f} / {per_row['project'][n]:.2f} us = {ratio:.1f}x",
+                    f"{per_row['textbook'][n]:.2f} / {per_row['project'][n]:.2f} us = "
+                    + (f"{ratio:.1f}x" if ratio else "n/a (project's within noise)"),
                 )
             )
     print_rows(rows)
