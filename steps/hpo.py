@@ -641,6 +641,22 @@ class ExecutorTrial:
             return None
 
 
+def _fail_lost_trials(client: MlflowClient, parent_run_id: str, experiment_id: str) -> None:
+    """After a Spark search: a trial run still RUNNING belongs to a task attempt whose Python
+    worker died (Spark retried the task elsewhere, or gave up): mark it FAILED, with why."""
+    lost = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent_run_id}' "
+        "and attributes.status = 'RUNNING'",
+        run_view_type=mlflow.entities.ViewType.ALL,
+        max_results=50000,
+    )
+    for run in lost:
+        log.warning("trial run %s was lost on Spark: marking it FAILED", run.info.run_id)
+        client.set_tag(run.info.run_id, TRIAL_ERROR_TAG, "lost: its Spark task never finished")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
 def search(
     config: HpoConfig,
     train: Split,
@@ -666,17 +682,22 @@ def search(
             tagged = [RunTag(k, v) for k, v in tags.items()]
             trial_logger.client.log_batch(trial_logger.parent_run_id, tags=tagged)
 
-        return run_on_spark(
-            config.spark_master,
-            config.parallelism,
-            space,
-            executor_trial,
-            train,
-            val,
-            config.n_trials,
-            np.random.default_rng(config.seed),
-            on_session=tag_parent,
-        )
+        try:
+            return run_on_spark(
+                config.spark_master,
+                config.parallelism,
+                space,
+                executor_trial,
+                train,
+                val,
+                config.n_trials,
+                np.random.default_rng(config.seed),
+                on_session=tag_parent,
+            )
+        finally:
+            _fail_lost_trials(
+                trial_logger.client, trial_logger.parent_run_id, trial_logger.experiment_id
+            )
 
     trials = rebuild_hyperopt_trials(reloaded)
     rstate = np.random.default_rng(config.seed)

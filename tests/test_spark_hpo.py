@@ -331,6 +331,68 @@ def test_all_trials_failing_is_a_clear_error(shared_tracking, preprocess_run, mo
             _run_breaking(t, preprocess_run, {0, 1}, 2)
 
 
+class _KillTrial:
+    """Runs the real executor trial; for trials in ``killed``, the Python worker dies (os._exit)
+    once the trial's run exists: a worker lost in the middle of a trial."""
+
+    def __init__(self, inner, killed):
+        self.inner, self.killed = inner, killed
+
+    def __call__(self, trial_id, vals, params, train, val, finished):
+        if trial_id in self.killed:
+            import threading
+            import time
+
+            from mlflow.tracking import MlflowClient
+
+            def die_once_started():
+                client = MlflowClient()
+                query = (
+                    f"tags.mlflow.parentRunId = '{self.inner.parent_run_id}' "
+                    f"and tags.trial_id = '{trial_id}'"
+                )
+                while not client.search_runs([self.inner.experiment_id], query):
+                    time.sleep(0.05)
+                os._exit(1)
+
+            threading.Thread(target=die_once_started, daemon=True).start()
+        return self.inner(trial_id, vals, params, train, val, finished)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_died_is_failed_not_left_running(
+    shared_tracking, preprocess_run, monkeypatch
+):
+    import pyspark.cloudpickle
+
+    pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    for t in ambient(shared_tracking, monkeypatch):
+        client = t.client
+        parent = client.create_run(t.experiment_id, run_name="spark lost worker")
+        parent_id = parent.info.run_id
+        config = hpo.HpoConfig(**TINY_SEARCH, **SPARK)
+        train, val = hpo.load_training_data(preprocess_run)
+        inner = hpo.ExecutorTrial(config, parent_id, t.experiment_id)
+        try:
+            records = spark_search.run_on_spark(
+                "local[2]",
+                2,
+                hpo.search_space("xgboost", 42),
+                _KillTrial(inner, {1}),
+                train,
+                val,
+                3,
+                np.random.default_rng(42),
+            )
+        finally:
+            hpo._fail_lost_trials(client, parent_id, t.experiment_id)
+            client.set_terminated(parent_id)
+    assert [r.trial_id for r in records] == [0, 2]
+    by_id = {r.data.tags["trial_id"]: r for r in trials_of(shared_tracking, parent_id)}
+    assert by_id["1"].info.status == "FAILED"
+    assert by_id["1"].data.tags[hpo.TRIAL_ERROR_TAG].startswith("lost")
+
+
 # ---- slow: a standalone cluster on loopback, tracking on a local server ----------------------
 
 
