@@ -37,7 +37,18 @@ def test_parent_and_trials(shared_tracking, preprocess_run, xgb_search, tmp_path
     for trial in trials:
         assert trial.info.status == "FINISHED"
         assert "step" not in trial.data.tags  # never mistaken for a step run
-        assert set(trial.data.metrics) == {"val_rmse", "train_seconds", "best_iteration"}
+        assert set(trial.data.metrics) == {
+            "val_rmse",
+            "train_seconds",
+            "best_iteration",
+            "val_rmse_curve",
+        }
+        assert "pruned" not in trial.data.tags  # 3 trials: pruning's warm-up
+        curve = shared_tracking.client.get_metric_history(trial.info.run_id, "val_rmse_curve")
+        assert [m.step for m in curve] == list(range(1, len(curve) + 1))
+        best_iteration = int(trial.data.metrics["best_iteration"])
+        assert min(m.value for m in curve) == curve[best_iteration].value
+        assert len(curve) == min(10, best_iteration + 1 + 3)  # early stopping after 3
         typed = json.loads(trial.data.tags["trial.params"])
         vals = json.loads(trial.data.tags["trial.vals"])
         assert isinstance(typed["max_depth"], int) and typed["objective"] == "reg:squarederror"
@@ -58,6 +69,8 @@ def test_parent_and_trials(shared_tracking, preprocess_run, xgb_search, tmp_path
     assert payload["val_rmse"] == best.data.metrics["val_rmse"]
     assert payload["trial_run_id"] == best.info.run_id
     assert payload["settings"]["num_boost_round"] == 10
+    assert payload["settings"]["prune"] is True
+    assert parent.data.params["prune"] == "true"
 
 
 def test_same_seed_same_trials(shared_tracking, preprocess_run, xgb_search):

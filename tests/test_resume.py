@@ -250,3 +250,53 @@ def test_two_resumes_at_once_one_proceeds(shared_tracking, tpe_params, tpe_refer
     statuses = sorted(r.info.status for r in tracking.runs(f"tags.resumed_from = '{parent_id}'"))
     assert statuses == ["FAILED", "FINISHED"]
     assert_same_search(tracking, parent_id, tpe_reference, TPE_SEARCH["max_evals"], tmp_path)
+
+
+# XGBoost with pruning, past TPE's 20 random trials: 6 rounds, so rungs at 1 and 2 rounds
+PRUNE_SEARCH = {"max_evals": 24, "num_boost_round": 6, "early_stopping_rounds": 2, "seed": 3}
+
+
+def pruning_summary(tracking, parent_id) -> list[tuple]:
+    """Each finished trial's pruning: the tag, the round, the recorded validation curve."""
+    client = tracking.client
+    return [
+        (
+            t.data.tags.get("pruned"),
+            t.data.metrics.get("pruned_round"),
+            [(m.step, m.value) for m in client.get_metric_history(t.info.run_id, "val_rmse_curve")],
+        )
+        for t in trials_of(tracking, parent_id)
+        if t.info.status == "FINISHED"
+    ]
+
+
+def test_pruned_search_is_deterministic_and_resumes_to_the_uninterrupted_result(
+    shared_tracking, preprocess_run, tmp_path
+):
+    """Run twice with the same seed: once uninterrupted, once killed after 21 trials (which it
+    ran afresh: the same trials, pruned the same) and resumed from the reloaded curves."""
+    tracking = shared_tracking
+    params = {"preprocess_run_id": preprocess_run, **PRUNE_SEARCH}
+    reference = assert_ok(mlflow_run(tracking, "hpo", params))
+    pruning = pruning_summary(tracking, reference)
+    pruned = [i for i, (tag, _, _) in enumerate(pruning) if tag == "true"]
+    assert len(pruned) >= 5, pruned
+    assert not {0, 1, 2} & set(pruned)  # the warm-up: a rung needs 3 earlier trials
+    for trial in trials_of(tracking, reference):
+        assert trial.info.status == "FINISHED"
+        if trial.data.tags.get("pruned") == "true":
+            assert trial.data.metrics["pruned_round"] in (1, 2)
+            assert "rung threshold" in trial.data.tags["pruned.reason"]
+    for tag, round_, curve in pruning:
+        assert [step for step, _ in curve] == list(range(1, len(curve) + 1))
+        assert len(curve) == round_ if tag == "true" else 2 < len(curve) <= 6
+
+    parent_id, finished_before, _ = kill_mid_trial(tracking, params, min_finished=21)
+    n_before = len(finished_before)
+    assert pruning_summary(tracking, parent_id)[:n_before] == pruning[:n_before]
+    completed = mlflow_run(tracking, "hpo", {**params, "resume_run_id": parent_id})
+    assert_ok(completed)
+    assert f"reusing {n_before} finished trials" in completed.output
+    # the reloaded curves gave the resumed trials the same rungs as the uninterrupted search
+    assert_same_search(tracking, parent_id, reference, PRUNE_SEARCH["max_evals"], tmp_path)
+    assert pruning_summary(tracking, parent_id) == pruning
