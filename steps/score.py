@@ -262,8 +262,10 @@ def score_pandas(
         rejected += Counter(scored[REJECTED_COLUMN].dropna())
         if folder:
             scored[ROW_INDEX_COLUMN] = np.arange(len(scored), dtype=np.int64)
-            if not integer_ids:
-                scored = scored.astype({c: np.float64 for c in LOCATION_COLUMNS})
+            # every month's partition has one type: nullable int64 where every file's IDs are
+            # integers (pandas reads an int column holding a null as float), else float64
+            kind = "Int64" if integer_ids else np.float64
+            scored = scored.astype({c: kind for c in LOCATION_COLUMNS})
             part = output / f"{MONTH_COLUMN}={month}" / "part-00000.parquet"
             part.parent.mkdir(parents=True)
             scored.to_parquet(part, index=False)
@@ -395,8 +397,11 @@ def score_months(
         from steps.spark import spark_session
 
         spark = spark_session(spark_master, "nyc-taxi-duration score")
-        with folder_replaced_atomically(output) as tmp:
-            return score_spark(spark, model.load_uri, files, color, meta, tmp)
+        try:
+            with folder_replaced_atomically(output) as tmp:
+                return score_spark(spark, model.load_uri, files, color, meta, tmp)
+        finally:
+            spark.stop()
     try:
         loaded = mlflow.pyfunc.load_model(model.load_uri)
     except (MlflowException, OSError) as exc:

@@ -27,8 +27,8 @@ def is_local_master(master: str) -> bool:
 # master (spark://host:port, or several host:port for high availability); yarn; k8s://...;
 # mesos://...
 MASTER_FORMS = re.compile(
-    r"local(\[(\d+|\*)(,\d+)?\])?"
-    r"|spark://[^/\s:]+:\d+(,[^/\s:]+:\d+)*"
+    r"local(\[([1-9]\d*|\*)(,[1-9]\d*)?\])?"
+    r"|spark://[^/\s:,]+:\d+(,[^/\s:,]+:\d+)*"
     r"|yarn"
     r"|k8s://\S+"
     r"|mesos://\S+"
@@ -37,7 +37,8 @@ MASTER_FORMS = re.compile(
 
 def validate_master(master: str) -> None:
     """The forms Spark accepts for ``--master``; anything else fails before Spark starts."""
-    if not MASTER_FORMS.fullmatch(master):
+    ports = re.findall(r":(\d+)(?=,|$)", master) if master.startswith("spark://") else []
+    if not MASTER_FORMS.fullmatch(master) or not all(0 < int(p) < 65536 for p in ports):
         raise UserError(
             f"spark_master must be local[N], spark://host:port, yarn or k8s://..., got {master!r}"
         )
@@ -54,6 +55,13 @@ def spark_session(master: str, app_name: str):
         .appName(app_name)
         .config("spark.ui.showConsoleProgress", "false")
     )
-    session = builder.getOrCreate()
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j/pyspark errors: no Java, no master at that address, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"cannot start Spark on {master}: {first} (Java 17 on PATH or JAVA_HOME? a master "
+            "listening there? see the README's 'Scale-out on Spark')"
+        ) from None
     log.info("spark session %s on %s", session.sparkContext.applicationId, master)
     return session

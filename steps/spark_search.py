@@ -19,7 +19,7 @@ This module only makes a trial on an executor the same as a trial in process:
 - **Data**: train and val (CSR + y) are broadcast once (each executor fetches them once);
   a Python worker unpickles them and builds XGBoost's DMatrix once (``worker_splits``, keyed
   by a name the driver gives the broadcast) and reuses them while Spark reuses the worker.
-- **Code**: the ``steps`` package is zipped and shipped with ``addPyFile`` (``ship_code``).
+- **Code**: the ``steps`` package is zipped and shipped with ``addPyFile`` (``zip_code``).
 - **Threads**: each trial trains with ``trial_threads(cores, parallelism)`` threads (XGBoost's
   global ``nthread``; joblib's CPU count for the random forest), outside its params.
 """
@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -141,15 +142,13 @@ def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=lambda v: v.item())
 
 
-def ship_code(spark_context) -> Path:
-    """Zip the ``steps`` package and add it to every executor's Python path."""
+def zip_code(folder: Path) -> Path:
+    """The ``steps`` package zipped into ``folder``, for every executor's Python path."""
     package = Path(__file__).resolve().parent
-    folder = Path(tempfile.mkdtemp(prefix="nyc-taxi-steps-"))
     archive = folder / "steps.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(package.glob("*.py")):
             zf.write(path, f"steps/{path.name}")
-    spark_context.addPyFile(str(archive))
     return archive
 
 
@@ -245,6 +244,88 @@ class SparkObjective:
         return {"status": STATUS_FAIL, "error": error}
 
 
+EXECUTOR_WAIT_SECONDS = 60.0
+
+
+def cluster_cores(context, spark_master: str, wait: float = EXECUTOR_WAIT_SECONDS) -> int:
+    """Cores the trials can use: ``local[N]``'s N; on a cluster, its executors' cores, read
+    once at least one executor has registered (right after start-up Spark reports 2)."""
+    if not is_local_master(spark_master):
+        deadline = time.monotonic() + wait
+        # the driver counts among the block managers: more than one means an executor is up
+        while context._jsc.sc().getExecutorMemoryStatus().size() < 2:
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"no Spark executor registered with {spark_master} within {wait:.0f} s: "
+                    "is a worker running and does it have free cores and memory?"
+                )
+            time.sleep(0.5)
+    return context.defaultParallelism
+
+
+@dataclass
+class SparkSide:
+    """What a search sets up on Spark before its first trial."""
+
+    parallelism: int
+    threads: int
+    data: Any  # Broadcast of (train X, train y, val X, val y)
+    env: dict[str, str]
+    tags: dict[str, str]
+
+
+def start_search(
+    session, spark_master: str, parallelism: int | None, train: Split, val: Split, code: Path
+) -> SparkSide:
+    """Threads per trial, the data broadcast, the code shipped, what executors need to log."""
+    import mlflow
+
+    context = session.sparkContext
+    cores = cluster_cores(context, spark_master)
+    parallelism = parallelism or cores
+    # local[N] trials share this machine's cores; a cluster's, its executors' cores
+    machine = (os.cpu_count() or 1) if is_local_master(spark_master) else cores
+    threads = trial_threads(machine, parallelism)
+    context.addPyFile(str(code))
+    data = context.broadcast((train.X, train.y, val.X, val.y))
+    env = tracking_env(mlflow.get_tracking_uri(), dict(os.environ))
+    tags = {
+        SPARK_MASTER_TAG: spark_master,
+        SPARK_PARALLELISM_TAG: str(parallelism),
+        SPARK_TRIAL_THREADS_TAG: str(threads),
+        SPARK_APP_ID_TAG: context.applicationId,
+    }
+    log.info(
+        "spark: %d at once on %s (%d cores), %d threads per trial",
+        parallelism,
+        spark_master,
+        cores,
+        threads,
+    )
+    return SparkSide(parallelism, threads, data, env, tags)
+
+
+def collect_records(trials) -> list:
+    """The records of the trials that succeeded, by trial id; ``UserError`` if none did."""
+    from hyperopt import STATUS_OK
+
+    records, errors = [], []
+    for doc in trials.trials:
+        result = doc.get("result") or {}
+        if result.get("status") == STATUS_OK and "record" in result:
+            records.append(result["record"])
+        else:
+            error = result.get("error") or str((doc.get("misc") or {}).get("error"))
+            errors.append(f"trial {doc['tid']}: {error}")
+            log.warning("trial %d failed on Spark: %s", doc["tid"], error)
+    if not records:
+        raise UserError(
+            f"all {len(errors)} trials failed on Spark; first error: "
+            + (errors[0] if errors else "none recorded")
+        )
+    return sorted(records, key=lambda r: r.trial_id)
+
+
 def run_on_spark(
     spark_master: str,
     parallelism: int | None,
@@ -261,69 +342,34 @@ def run_on_spark(
     ``on_session`` gets the tags describing the Spark side (master, parallelism, threads, app
     id) once the session is up, before any trial. Raises ``UserError`` if every trial failed.
     """
-    import mlflow
-    from hyperopt import STATUS_OK, fmin, tpe
+    from hyperopt import fmin, tpe
     from hyperopt.exceptions import AllTrialsFailed
     from hyperopt.spark import SparkTrials
 
     from steps.spark import spark_session
 
     session = spark_session(spark_master, "nyc-taxi-duration hpo")
-    try:
-        context = session.sparkContext
-        cores = context.defaultParallelism  # local[N]: N; a cluster: its executors' cores
-        parallelism = parallelism or cores
-        # local[N] trials share this machine's cores; a cluster's, its executors' cores
-        machine = (os.cpu_count() or 1) if is_local_master(spark_master) else cores
-        threads = trial_threads(machine, parallelism)
-        ship_code(context)
-        data = context.broadcast((train.X, train.y, val.X, val.y))
-        env = tracking_env(mlflow.get_tracking_uri(), dict(os.environ))
-        on_session(
-            {
-                SPARK_MASTER_TAG: spark_master,
-                SPARK_PARALLELISM_TAG: str(parallelism),
-                SPARK_TRIAL_THREADS_TAG: str(threads),
-                SPARK_APP_ID_TAG: context.applicationId,
-            }
-        )
-        log.info(
-            "spark: %d trials, %d at once on %s (%d cores), %d threads per trial",
-            n_trials,
-            parallelism,
-            spark_master,
-            cores,
-            threads,
-        )
-        objective = SparkObjective(space, run, data, env, threads)
-        trials = SparkTrials(parallelism=parallelism, spark_session=session)
-        objective.trials = trials
-        with contextlib.suppress(AllTrialsFailed):  # reported below, with the first error
-            fmin(
-                objective,
-                space,
-                algo=tpe.suggest,
-                max_evals=n_trials,
-                trials=trials,
-                rstate=rstate,
-                show_progressbar=False,
-                return_argmin=False,
+    with tempfile.TemporaryDirectory(prefix="nyc-taxi-steps-") as folder:
+        try:
+            side = start_search(
+                session, spark_master, parallelism, train, val, zip_code(Path(folder))
             )
-        data.destroy()
-    finally:
-        session.stop()
-    records, errors = [], []
-    for doc in trials.trials:
-        result = doc.get("result") or {}
-        if result.get("status") == STATUS_OK and "record" in result:
-            records.append(result["record"])
-        else:
-            error = result.get("error") or str((doc.get("misc") or {}).get("error"))
-            errors.append(f"trial {doc['tid']}: {error}")
-            log.warning("trial %d failed on Spark: %s", doc["tid"], error)
-    if not records:
-        raise UserError(
-            f"all {len(errors)} trials failed on Spark; first error: "
-            + (errors[0] if errors else "none recorded")
-        )
-    return sorted(records, key=lambda r: r.trial_id)
+            on_session(side.tags)
+            objective = SparkObjective(space, run, side.data, side.env, side.threads)
+            trials = SparkTrials(parallelism=side.parallelism, spark_session=session)
+            objective.trials = trials
+            with contextlib.suppress(AllTrialsFailed):  # reported below, with the first error
+                fmin(
+                    objective,
+                    space,
+                    algo=tpe.suggest,
+                    max_evals=n_trials,
+                    trials=trials,
+                    rstate=rstate,
+                    show_progressbar=False,
+                    return_argmin=False,
+                )
+            side.data.destroy()
+        finally:
+            session.stop()
+    return collect_records(trials)

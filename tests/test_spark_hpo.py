@@ -106,7 +106,19 @@ def test_spark_masters_spark_takes_are_accepted(master):
 
 @pytest.mark.parametrize(
     "master",
-    ["localhost:7077", "local[two]", "local[2", "yarn-cluster", "spark://host", "spark://h:p", "2"],
+    [
+        "localhost:7077",
+        "local[two]",
+        "local[2",
+        "local[0]",
+        "local[0,1]",
+        "yarn-cluster",
+        "spark://host",
+        "spark://h:p",
+        "spark://h:0",
+        "spark://h:99999",
+        "2",
+    ],
 )
 def test_what_spark_does_not_take_is_refused(master):
     with pytest.raises(UserError, match="spark_master must be local"):
