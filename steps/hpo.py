@@ -784,10 +784,14 @@ def run_hpo(config: HpoConfig) -> HpoResult:
                     f"resume_run_id {config.resume_run_id} is itself a resuming run; pass the "
                     f"search it resumed, {original.data.tags[RESUMED_FROM_TAG]}"
                 )
-            if original.data.tags.get(SPARK_MASTER_TAG):
+            # the tag is set once the session is up; the param (quoted by `mlflow run`) before
+            spark_master = original.data.tags.get(SPARK_MASTER_TAG) or (
+                original.data.params.get("spark_master", "").strip("'\"")
+            )
+            if spark_master:
                 raise UserError(
                     f"search {original.info.run_id} ran on Spark "
-                    f"(spark_master={original.data.tags[SPARK_MASTER_TAG]}): resuming a Spark "
+                    f"(spark_master={spark_master}): resuming a Spark "
                     "search is not supported (its trials finished out of order, so it has no "
                     "serial prefix to continue from); start a new search"
                 )

@@ -125,6 +125,19 @@ def test_what_spark_does_not_take_is_refused(master):
         spark.validate_master(master)
 
 
+def test_a_spark_search_that_never_got_a_session_cannot_be_resumed(tracking):
+    from mlflow.entities import Param
+
+    parent = tracking.client.create_run(tracking.experiment_id, tags={"step": "hpo"})
+    parent_id = parent.info.run_id
+    # as `mlflow run` logs it (quoted); the session failed: no spark.master tag
+    tracking.client.log_batch(parent_id, params=[Param("spark_master", "'local[2]'")])
+    tracking.client.set_terminated(parent_id, "FAILED")
+    result = CliRunner().invoke(hpo.main, ["--resume-run-id", parent_id])
+    assert result.exit_code == 1
+    assert f"search {parent_id} ran on Spark (spark_master=local[2])" in result.output
+
+
 def test_trial_threads_share_the_cores():
     assert [spark_search.trial_threads(2, p) for p in (1, 2, 3)] == [2, 1, 1]
     assert spark_search.trial_threads(16, 4) == 4
