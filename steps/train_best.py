@@ -125,6 +125,59 @@ def candidate_run_name(rank: int, trial_id: int) -> str:
     return f"candidate-{rank} (trial {trial_id:03d})"
 
 
+def fit_candidate(kind: str, params: dict, splits: dict[str, Split], settings, autolog: bool):
+    """Train on ``splits["train"]``; with ``autolog``, MLflow's XGBoost autolog, or for a
+    scikit-learn model what ``mlflow.sklearn.autolog`` logs, computed without densifying."""
+    with xgboost_autolog(autolog and kind == "xgboost"):
+        result = train_and_evaluate(kind, params, splits["train"], splits["val"], settings)
+    if autolog and kind != "xgboost":
+        log_estimator_record(estimator_record(result.model, splits["train"].X, splits["train"].y))
+    return result
+
+
+def predict_saved(model_uri: str, frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """Predictions on val and test of the model as saved: loaded back, fed raw records."""
+    saved = mlflow.pyfunc.load_model(model_uri)
+    return {
+        s: np.asarray(saved.predict(frames[s][list(INPUT_COLUMNS)]), dtype=np.float64)
+        for s in ("val", "test")
+    }
+
+
+def log_plots(kind, model, featurizer, frames, preds: dict[str, np.ndarray]) -> None:
+    """Feature importance (XGBoost), predicted vs actual and residuals per split."""
+    if kind == "xgboost":
+        gains = model.get_score(importance_type="total_gain")
+        names = featurizer.feature_names
+        mlflow.log_figure(
+            reports.feature_importance(
+                {names[int(k[1:])]: v for k, v in gains.items()}, "XGBoost feature importance"
+            ),
+            "plots/feature_importance.png",
+        )
+    for s, pred in preds.items():
+        y = frames[s]["duration"].to_numpy()
+        mlflow.log_figure(
+            reports.predicted_vs_actual(y, pred, f"{s}: predicted vs actual"),
+            f"plots/{s}_predicted_vs_actual.png",
+        )
+        mlflow.log_figure(reports.residuals(y, pred, f"{s} residuals"), f"plots/{s}_residuals.png")
+    reports.plt.close("all")
+
+
+def log_model_card(rank, trial_id, kind, params, metrics, data, lineage) -> None:
+    card = reports.model_card(
+        title=f"nyc-taxi-duration candidate {rank} (hpo trial {trial_id})",
+        kind=kind,
+        params=params,
+        metrics={k: v for k, v in metrics.items() if not k.endswith("_seconds")},
+        data=data,
+        lineage=lineage,
+        load_code=f'mlflow.pyfunc.load_model("{lineage["model"]}").predict(df)',
+    )
+    mlflow.log_text(card, "model_card.md")
+
+
 def train_candidate(
     rank: int,
     trial: Run,
@@ -147,66 +200,31 @@ def train_candidate(
                 "model": kind,
             }
         )
-        with xgboost_autolog(autolog and kind == "xgboost"):
-            result = train_and_evaluate(kind, params, splits["train"], splits["val"], settings)
-        if autolog and kind != "xgboost":  # what mlflow.sklearn.autolog logs, kept sparse
-            log_estimator_record(
-                estimator_record(result.model, splits["train"].X, splits["train"].y)
-            )
+        result = fit_candidate(kind, params, splits, settings, autolog)
         log_params_missing(params)  # after autolog, which may have logged the same ones
 
         model_info, size = log_predictor(
             Predictor(kind, featurizer, result.model), input_example(frames["val"])
         )
-        # Metrics of the model as saved: load it back, predict raw records.
-        saved = mlflow.pyfunc.load_model(model_info.model_uri)
-        preds = {
-            s: np.asarray(saved.predict(frames[s][list(INPUT_COLUMNS)]), dtype=np.float64)
-            for s in ("val", "test")
-        }
+        preds = predict_saved(model_info.model_uri, frames)
         metrics = {f"{s}_rmse": rmse(frames[s]["duration"].to_numpy(), preds[s]) for s in preds}
         metrics |= {"train_seconds": result.train_seconds, "model_size_bytes": size}
         tags = {"model_uri": model_info.model_uri}
         if kind == "xgboost":
             metrics["best_iteration"] = result.best_iteration
             tags["xgboost_model_uri"] = log_xgboost_flavor(result.model).model_uri
-            gains = result.model.get_score(importance_type="total_gain")
-            names = featurizer.feature_names
-            mlflow.log_figure(
-                reports.feature_importance(
-                    {names[int(k[1:])]: v for k, v in gains.items()}, "XGBoost feature importance"
-                ),
-                "plots/feature_importance.png",
-            )
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
-        for s, pred in preds.items():
-            y = frames[s]["duration"].to_numpy()
-            mlflow.log_figure(
-                reports.predicted_vs_actual(y, pred, f"{s}: predicted vs actual"),
-                f"plots/{s}_predicted_vs_actual.png",
-            )
-            mlflow.log_figure(
-                reports.residuals(y, pred, f"{s} residuals"), f"plots/{s}_residuals.png"
-            )
-        reports.plt.close("all")
-        card = reports.model_card(
-            title=f"nyc-taxi-duration candidate {rank} (hpo trial {trial_id})",
-            kind=kind,
-            params=params,
-            metrics={k: v for k, v in metrics.items() if not k.endswith("_seconds")},
-            data=context["data"],
-            lineage={
-                "candidate run": run.info.run_id,
-                "hpo run": context["hpo_run_id"],
-                "hpo trial run": trial.info.run_id,
-                "preprocess run": context["preprocess_run_id"],
-                "git commit": context["git_commit"],
-                "model": model_info.model_uri,
-            },
-            load_code=f'mlflow.pyfunc.load_model("{model_info.model_uri}").predict(df)',
-        )
-        mlflow.log_text(card, "model_card.md")
+        log_plots(kind, result.model, featurizer, frames, preds)
+        lineage = {
+            "candidate run": run.info.run_id,
+            "hpo run": context["hpo_run_id"],
+            "hpo trial run": trial.info.run_id,
+            "preprocess run": context["preprocess_run_id"],
+            "git commit": context["git_commit"],
+            "model": model_info.model_uri,
+        }
+        log_model_card(rank, trial_id, kind, params, metrics, context["data"], lineage)
         log.info(
             "candidate %d (trial %d): val_rmse %.6f, test_rmse %.6f",
             rank,
