@@ -283,19 +283,31 @@ def test_resuming_a_spark_search_is_refused(shared_tracking, spark_search_run, m
 
 
 @pytest.mark.slow
-def test_local1_reproduces_the_in_process_search(shared_tracking, preprocess_run, tiny_search):
-    params = {"preprocess_run_id": preprocess_run, **TINY_SEARCH}
+def test_local1_reproduces_the_in_process_search_pruning_included(
+    shared_tracking, preprocess_run, monkeypatch
+):
+    # 7 trials: past the pruning warm-up (3 finished trials), so rungs prune on both sides
+    params = {"preprocess_run_id": preprocess_run, **TINY_SEARCH, "max_evals": 7}
     on_spark = assert_ok(
         mlflow_run(shared_tracking, "hpo", params | {"spark_master": "local[1]", "parallelism": 1})
     )
+    for _ in ambient(shared_tracking, monkeypatch):
+        in_process = hpo.run_hpo(hpo.HpoConfig(**params)).run_id
 
     def summary(run_id):
         return [
-            (t.data.tags["trial.vals"], t.data.tags["trial.params"], t.data.metrics["val_rmse"])
+            (
+                t.data.tags["trial.vals"],
+                t.data.tags["trial.params"],
+                t.data.metrics["val_rmse"],
+                t.data.tags.get(hpo.PRUNED_TAG),
+                t.data.metrics.get(hpo.PRUNED_ROUND_METRIC),
+            )
             for t in trials_of(shared_tracking, run_id)
         ]
 
-    assert summary(on_spark) == summary(tiny_search)
+    assert summary(on_spark) == summary(in_process)
+    assert any(pruned == "true" for *_, pruned, _ in summary(in_process))
 
 
 class _BreakTrial:
