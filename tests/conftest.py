@@ -125,10 +125,22 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+    peak_rss_kib: int | None = None  # with measure_peak: the largest process of this command
 
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+# Runs argv in a process of its own and reports the peak RSS of it and its descendants only
+# (pytest's own RUSAGE_CHILDREN would include every earlier test's children: JVMs, servers).
+PEAK_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[1:])\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(f'PEAK_RSS_KIB={peak}', file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
 
 
 def mlflow_run(
@@ -141,8 +153,10 @@ def mlflow_run(
     extra_env: dict[str, str] | None = None,
     version: str | None = None,
     timeout: float = 900,
+    measure_peak: bool = False,
 ) -> Completed:
-    """``mlflow run`` as a user types it, with this interpreter's environment on PATH."""
+    """``mlflow run`` as a user types it, with this interpreter's environment on PATH; with
+    ``measure_peak``, also the peak RSS of its processes (``Completed.peak_rss_kib``)."""
     cmd = [
         sys.executable,
         "-m",
@@ -163,10 +177,15 @@ def mlflow_run(
     env = tracking.env()
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra_env or {})
+    if measure_peak:
+        cmd = [sys.executable, "-c", PEAK_LAUNCHER, *cmd]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=env, cwd=tracking.root, timeout=timeout
     )
-    return Completed(proc.returncode, proc.stdout, proc.stderr)
+    peak = None
+    if measure_peak:
+        peak = int(proc.stderr.rstrip().rsplit("PEAK_RSS_KIB=", 1)[1])
+    return Completed(proc.returncode, proc.stdout, proc.stderr, peak)
 
 
 def run_id_of(completed: Completed) -> str:

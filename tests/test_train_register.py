@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 from pathlib import Path
 
 import mlflow
@@ -320,10 +319,13 @@ def test_batch_scoring_a_month(shared_tracking, champion, tmp_path):
 
 
 def test_autolog_without_densifying_or_pickles(shared_tracking, tiny_search):
-    run_id = assert_ok(
-        mlflow_run(shared_tracking, "train_best", {"hpo_run_id": tiny_search, "autolog": "true"})
+    completed = mlflow_run(
+        shared_tracking,
+        "train_best",
+        {"hpo_run_id": tiny_search, "autolog": "true"},
+        measure_peak=True,
     )
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run_id, peak_kib = assert_ok(completed), completed.peak_rss_kib
     (candidate,) = children(shared_tracking, run_id)
     # autolog's per-iteration metric is there ...
     history = shared_tracking.client.get_metric_history(candidate.info.run_id, "validation-rmse")
@@ -350,10 +352,10 @@ def test_random_forest_autolog_stays_sparse(shared_tracking, preprocess_run):
             {"preprocess_run_id": preprocess_run, "model": "random_forest", "max_evals": 2},
         )
     )
-    run_id = assert_ok(
-        mlflow_run(shared_tracking, "train_best", {"hpo_run_id": search, "autolog": "true"})
+    completed = mlflow_run(
+        shared_tracking, "train_best", {"hpo_run_id": search, "autolog": "true"}, measure_peak=True
     )
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run_id, peak_kib = assert_ok(completed), completed.peak_rss_kib
     (candidate,) = children(shared_tracking, run_id)
     data = candidate.data
     assert data.tags["estimator_class"] == "sklearn.ensemble._forest.RandomForestRegressor"
