@@ -27,6 +27,7 @@ Prints tables; writes JSON to ``benchmarks/results/bench-search-<UTC time>.json`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -77,7 +78,7 @@ class Trial:
     val_rmse: float
     train_seconds: float
     pruned: bool
-    curve: tuple[float, ...]
+    curve: tuple[float, ...]  # in the JSON report: its length (rounds trained)
 
 
 def load_trials(client, experiment_id: str, parent_run_id: str) -> list[Trial]:
@@ -242,6 +243,16 @@ def bench_sparse_settings(uri: str, preprocess_run_id: str, rounds: int) -> list
     return rows
 
 
+@contextlib.contextmanager
+def store_folder(keep: Path | None):
+    """The folder for the benchmark's store: ``keep`` (left in place) or a temporary one."""
+    if keep:
+        yield str(keep.resolve())
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        yield tmp
+
+
 def print_report(report: dict) -> None:
     searches = report.get("searches", {})
     if searches:
@@ -286,6 +297,11 @@ def main() -> None:
     parser.add_argument("--replay-store", help="replay only: a tracking URI ...")
     parser.add_argument("--replay-run", help="... and an unpruned hpo run in it")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument(
+        "--keep-store",
+        type=Path,
+        help="a new folder to keep the store in (mlflow.db + artifacts), for later --replay-store",
+    )
     args = parser.parse_args()
 
     from mlflow.tracking import MlflowClient
@@ -300,7 +316,9 @@ def main() -> None:
         patience = int(run.data.params["early_stopping_rounds"])
         report["replay"] = replay_grid(trials, rounds, patience)
     else:
-        with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        if args.keep_store:
+            args.keep_store.mkdir(parents=True)  # a new folder: never mix two benchmarks' runs
+        with store_folder(args.keep_store) as tmp:
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
             client = MlflowClient(uri)
             experiment_id = client.create_experiment(
@@ -331,6 +349,10 @@ def main() -> None:
                 wall, cpu = time.perf_counter() - wall, children_cpu() - cpu
                 trials_of[name] = load_trials(client, experiment_id, run_id)
                 searches[name] = search_summary(trials_of[name], wall, cpu)
+                searches[name]["run_id"] = run_id
+                searches[name]["per_trial"] = [
+                    {**asdict(t), "curve": len(t.curve)} for t in trials_of[name]
+                ]
                 print(f"{name}: {wall:.0f} s", flush=True)
             off, on = searches["prune=false"], searches["prune=true"]
             report["searches"] = searches
