@@ -121,6 +121,8 @@ PRUNED_TAG = "pruned"
 PRUNE_REASON_TAG = "pruned.reason"
 CURVE_METRIC = "val_rmse_curve"
 PRUNED_ROUND_METRIC = "pruned_round"
+SPARK_TASK_TAG = "spark.task"  # "<stage id>.<partition id>" of the task that ran a trial
+SPARK_ATTEMPT_TAG = "spark.task.attempt"  # its attempt: Spark's retry of a task is attempt 1, 2...
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 HEARTBEAT_TAG = "hpo.heartbeat"
 CLAIM_TAG_PREFIX = "hpo.claim."
@@ -435,6 +437,35 @@ class SearchLease:
             log.warning("could not delete tag %s of search %s: %s", key, self.parent_run_id, exc)
 
 
+@dataclass(frozen=True)
+class TaskAttempt:
+    """The Spark task attempt running a trial. Spark retries a task (same stage and partition,
+    a higher attempt) only after the earlier attempt failed, so an earlier attempt's run of the
+    same trial is a dead one, not a rival (speculative execution, which breaks this, is refused
+    in ``spark_search.start_search``)."""
+
+    task: str
+    attempt: int
+
+    @staticmethod
+    def current() -> TaskAttempt | None:
+        """The attempt running this code, ``None`` outside a Spark task."""
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        if context is None:
+            return None
+        return TaskAttempt(f"{context.stageId()}.{context.partitionId()}", context.attemptNumber())
+
+    def supersedes(self, run) -> bool:
+        """``run`` was made by an earlier attempt of this same task."""
+        tags = run.data.tags
+        return (
+            tags.get(SPARK_TASK_TAG) == self.task
+            and int(tags.get(SPARK_ATTEMPT_TAG, self.attempt)) < self.attempt
+        )
+
+
 class TrialLogger:
     """Creates one child run per trial under ``parent_run_id`` and logs it in one batch."""
 
@@ -444,12 +475,14 @@ class TrialLogger:
         experiment_id: str,
         model: str,
         before_trial: Callable[[], None] = lambda: None,
+        attempt: TaskAttempt | None = None,
     ):
         self.client = MlflowClient()
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
         self.model = model
         self.before_trial = before_trial  # the heartbeat
+        self.attempt = attempt  # on Spark: the task attempt, tagged on each trial run
 
     def run_trial(
         self,
@@ -465,15 +498,19 @@ class TrialLogger:
         (``pruning_thresholds``), ``None`` to train every round."""
         vals, params = _jsonable(vals), _jsonable(params)
         self.before_trial()
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            MLFLOW_RUN_NAME: f"trial-{trial_id:03d}",
+            TRIAL_ID_TAG: str(trial_id),
+            "model": self.model,
+        }
+        if self.attempt:
+            tags |= {
+                SPARK_TASK_TAG: self.attempt.task,
+                SPARK_ATTEMPT_TAG: str(self.attempt.attempt),
+            }
         run = self.client.create_run(
-            self.experiment_id,
-            tags={
-                MLFLOW_PARENT_RUN_ID: self.parent_run_id,
-                MLFLOW_RUN_NAME: f"trial-{trial_id:03d}",
-                TRIAL_ID_TAG: str(trial_id),
-                "model": self.model,
-            },
-            run_name=f"trial-{trial_id:03d}",
+            self.experiment_id, tags=tags, run_name=f"trial-{trial_id:03d}"
         )
         run_id = run.info.run_id
         self._check_no_rival(trial_id, run)
@@ -516,7 +553,8 @@ class TrialLogger:
         )
 
     def _check_no_rival(self, trial_id: int, run) -> None:
-        """Stop if another process started trial ``trial_id`` of this search before us."""
+        """Stop if another process started trial ``trial_id`` of this search before us; a run of
+        it by an earlier attempt of our own Spark task (a dead one) is marked FAILED instead."""
         same_trial = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}' "
@@ -524,11 +562,20 @@ class TrialLogger:
             run_view_type=mlflow.entities.ViewType.ALL,
         )
         mine = (run.info.start_time, run.info.run_id)
+        live = [r for r in same_trial if r.info.status in ("RUNNING", "SCHEDULED", "FINISHED")]
+        dead = [r for r in live if self.attempt and self.attempt.supersedes(r)]
+        for r in dead:
+            log.warning(
+                "trial run %s: its Spark task was retried: marking it FAILED", r.info.run_id
+            )
+            reason = f"lost: Spark retried its task (attempt {self.attempt.attempt} took over)"
+            self.client.set_tag(r.info.run_id, TRIAL_ERROR_TAG, reason)
+            self.client.set_terminated(r.info.run_id, "FAILED")
+        dead_ids = {r.info.run_id for r in dead}
         rivals = [
             r
-            for r in same_trial
-            if r.info.status in ("RUNNING", "SCHEDULED", "FINISHED")
-            and (r.info.start_time, r.info.run_id) < mine
+            for r in live
+            if r.info.run_id not in dead_ids and (r.info.start_time, r.info.run_id) < mine
         ]
         if rivals:
             self.client.set_terminated(run.info.run_id, "KILLED")
@@ -633,7 +680,9 @@ class ExecutorTrial:
     def __call__(self, trial_id, vals, params, train, val, finished) -> TrialRecord | None:
         config = self.config
         settings = XGBoostSettings(config.num_boost_round, config.early_stopping_rounds)
-        logger = TrialLogger(self.parent_run_id, self.experiment_id, config.model)
+        logger = TrialLogger(
+            self.parent_run_id, self.experiment_id, config.model, attempt=TaskAttempt.current()
+        )
         rungs = pruning_thresholds(config, finished)
         try:
             return logger.run_trial(trial_id, vals, params, train, val, settings, rungs)

@@ -281,6 +281,11 @@ def start_search(
     import mlflow
 
     context = session.sparkContext
+    if context.getConf().get("spark.speculation", "false").strip().lower() == "true":
+        raise UserError(
+            "spark.speculation is on: a trial would run twice at once and log two runs; "
+            "turn it off for the search (a retry after a failure is fine)"
+        )
     cores = cluster_cores(context, spark_master)
     parallelism = parallelism or cores
     # local[N] trials share this machine's cores; a cluster's, its executors' cores

@@ -370,13 +370,18 @@ def test_all_trials_failing_is_a_clear_error(shared_tracking, preprocess_run, mo
 
 class _KillTrial:
     """Runs the real executor trial; for trials in ``killed``, the Python worker dies (os._exit)
-    once the trial's run exists: a worker lost in the middle of a trial."""
+    once the trial's run exists: a worker lost in the middle of a trial. ``first_attempt_only``:
+    only in the task's first attempt, so Spark's retry of it (local[N,F]) lives."""
 
-    def __init__(self, inner, killed):
+    def __init__(self, inner, killed, first_attempt_only=False):
         self.inner, self.killed = inner, killed
+        self.first_attempt_only = first_attempt_only
 
     def __call__(self, trial_id, vals, params, train, val, finished):
-        if trial_id in self.killed:
+        from pyspark import TaskContext
+
+        retried = TaskContext.get().attemptNumber() > 0
+        if trial_id in self.killed and not (self.first_attempt_only and retried):
             import threading
             import time
 
@@ -396,38 +401,82 @@ class _KillTrial:
         return self.inner(trial_id, vals, params, train, val, finished)
 
 
+def _run_killing(tracking, preprocess_run, master, kill) -> tuple[str, list]:
+    """A 3-trial search on ``master`` whose trials go through ``kill(inner)``, then the
+    driver's sweep of lost trials, as ``hpo.search`` does."""
+    import pyspark.cloudpickle
+
+    pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    client = tracking.client
+    parent_id = client.create_run(tracking.experiment_id, run_name="spark lost worker").info.run_id
+    config = hpo.HpoConfig(**TINY_SEARCH, **SPARK)
+    train, val = hpo.load_training_data(preprocess_run)
+    inner = hpo.ExecutorTrial(config, parent_id, tracking.experiment_id)
+    try:
+        return parent_id, spark_search.run_on_spark(
+            master,
+            2,
+            hpo.search_space("xgboost", 42),
+            kill(inner),
+            train,
+            val,
+            3,
+            np.random.default_rng(42),
+        )
+    finally:
+        hpo._fail_lost_trials(client, parent_id, tracking.experiment_id)
+        client.set_terminated(parent_id)
+
+
 @pytest.mark.slow
 def test_a_trial_whose_worker_died_is_failed_not_left_running(
     shared_tracking, preprocess_run, monkeypatch
 ):
-    import pyspark.cloudpickle
-
-    pyspark.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     for t in ambient(shared_tracking, monkeypatch):
-        client = t.client
-        parent = client.create_run(t.experiment_id, run_name="spark lost worker")
-        parent_id = parent.info.run_id
-        config = hpo.HpoConfig(**TINY_SEARCH, **SPARK)
-        train, val = hpo.load_training_data(preprocess_run)
-        inner = hpo.ExecutorTrial(config, parent_id, t.experiment_id)
-        try:
-            records = spark_search.run_on_spark(
-                "local[2]",
-                2,
-                hpo.search_space("xgboost", 42),
-                _KillTrial(inner, {1}),
-                train,
-                val,
-                3,
-                np.random.default_rng(42),
-            )
-        finally:
-            hpo._fail_lost_trials(client, parent_id, t.experiment_id)
-            client.set_terminated(parent_id)
+        parent_id, records = _run_killing(
+            t, preprocess_run, "local[2]", lambda inner: _KillTrial(inner, {1})
+        )
     assert [r.trial_id for r in records] == [0, 2]
     by_id = {r.data.tags["trial_id"]: r for r in trials_of(shared_tracking, parent_id)}
     assert by_id["1"].info.status == "FAILED"
     assert by_id["1"].data.tags[hpo.TRIAL_ERROR_TAG].startswith("lost")
+
+
+@pytest.mark.slow
+def test_spark_retrying_a_dead_trial_takes_it_over(shared_tracking, preprocess_run, monkeypatch):
+    """local[2,2]: Spark retries a failed task once. The retry finds the dead attempt's RUNNING
+    run of the same trial: not a rival (that would fail the retry too) but a dead attempt."""
+    for t in ambient(shared_tracking, monkeypatch):
+        parent_id, records = _run_killing(
+            t,
+            preprocess_run,
+            "local[2,2]",
+            lambda inner: _KillTrial(inner, {1}, first_attempt_only=True),
+        )
+    assert [r.trial_id for r in records] == [0, 1, 2]
+    runs = [r for r in trials_of(shared_tracking, parent_id) if r.data.tags["trial_id"] == "1"]
+    by_attempt = {r.data.tags[hpo.SPARK_ATTEMPT_TAG]: r for r in runs}
+    assert sorted(by_attempt) == ["0", "1"]
+    dead, retry = by_attempt["0"], by_attempt["1"]
+    assert dead.data.tags[hpo.SPARK_TASK_TAG] == retry.data.tags[hpo.SPARK_TASK_TAG]
+    assert (dead.info.status, retry.info.status) == ("FAILED", "FINISHED")
+    assert dead.data.tags[hpo.TRIAL_ERROR_TAG].startswith("lost: Spark retried its task")
+    assert retry.info.run_id == records[1].run_id
+
+
+@pytest.mark.slow
+def test_speculative_execution_is_refused():
+    """A speculative copy of a trial's task would run beside the original: refused up front."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]").config("spark.speculation", "true").getOrCreate()
+    )
+    try:
+        with pytest.raises(UserError, match="spark.speculation is on"):
+            spark_search.start_search(session, "local[1]", 1, None, None, None)
+    finally:
+        session.stop()
 
 
 # ---- slow: a standalone cluster on loopback, tracking on a local server ----------------------
