@@ -3,7 +3,8 @@
 Fast: the refusals (cluster master with a local tracking store, bad master, parallelism,
 resume) in process, and the pure helpers. Slow: `mlflow run -e hpo` on local[2] and local[1]
 against the in-process search, a failing trial and an all-failing search in process on
-local[2], and a standalone cluster on loopback (scripts/spark-cluster-up.sh, bare worker
+local[2], a worker killed in a trial (local[2]: no retry; local[2,2]: Spark's retry takes the
+trial over), speculation refused, and a standalone cluster on loopback (scripts/spark-cluster-up.sh, bare worker
 environment) with tracking on a local `mlflow server`.
 """
 
