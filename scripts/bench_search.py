@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from steps.hpo import CURVE_METRIC, PRUNED_TAG, TRIAL_ID_TAG  # noqa: E402
 from steps.pruning import PrunePolicy, RecordedCurve, prune_verdict, rung_thresholds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,14 +88,14 @@ def load_trials(client, experiment_id: str, parent_run_id: str) -> list[Trial]:
     )
     trials = []
     for run in runs:
-        history = client.get_metric_history(run.info.run_id, "val_rmse_curve")
+        history = client.get_metric_history(run.info.run_id, CURVE_METRIC)
         curve = tuple(m.value for m in sorted(history, key=lambda m: m.step))
         trials.append(
             Trial(
-                int(run.data.tags["trial_id"]),
+                int(run.data.tags[TRIAL_ID_TAG]),
                 run.data.metrics["val_rmse"],
                 run.data.metrics["train_seconds"],
-                run.data.tags.get("pruned") == "true",
+                run.data.tags.get(PRUNED_TAG) == "true",
                 curve,
             )
         )

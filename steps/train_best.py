@@ -44,6 +44,7 @@ from steps.artifacts import load_preprocessed
 from steps.autolog import estimator_record, log_estimator_record, xgboost_autolog
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
+from steps.hpo import TRIAL_ID_TAG, TRIAL_PARAMS_TAG
 from steps.models import Split, XGBoostSettings, rmse, train_and_evaluate
 from steps.packaging import input_example, log_predictor, log_xgboost_flavor
 from steps.predictor import INPUT_COLUMNS, Predictor
@@ -94,8 +95,12 @@ class TrainBestResult:
 def finished_trials(hpo_run: Run) -> list[Run]:
     """The search's FINISHED trials, best ``val_rmse`` first (ties: earlier trial first)."""
     children = finished_children(hpo_run)
-    trials = [t for t in children if "val_rmse" in t.data.metrics and "trial.params" in t.data.tags]
-    return sorted(trials, key=lambda t: (t.data.metrics["val_rmse"], int(t.data.tags["trial_id"])))
+    trials = [
+        t for t in children if "val_rmse" in t.data.metrics and TRIAL_PARAMS_TAG in t.data.tags
+    ]
+    return sorted(
+        trials, key=lambda t: (t.data.metrics["val_rmse"], int(t.data.tags[TRIAL_ID_TAG]))
+    )
 
 
 def resolve_hpo_run(hpo_run_id: str | None, experiment_id: str) -> Run:
@@ -189,8 +194,8 @@ def train_candidate(
     autolog: bool,
     context: dict,
 ) -> Candidate:
-    trial_id = int(trial.data.tags["trial_id"])
-    params = json.loads(trial.data.tags["trial.params"])
+    trial_id = int(trial.data.tags[TRIAL_ID_TAG])
+    params = json.loads(trial.data.tags[TRIAL_PARAMS_TAG])
     with mlflow.start_run(nested=True, run_name=candidate_run_name(rank, trial_id)) as run:
         mlflow.set_tags(
             {
