@@ -43,8 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps.hpo import CURVE_METRIC, PRUNED_TAG, TRIAL_ID_TAG  # noqa: E402
 from steps.pruning import PrunePolicy, RecordedCurve, prune_verdict, rung_thresholds  # noqa: E402
+from steps.tracking import CURVE_METRIC, PRUNED_TAG, TRIAL_ID_TAG  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TLC = Path(os.environ.get("NYC_TAXI_TLC_DIR", REPO.parent / "shared" / "data" / "tlc"))
@@ -79,7 +79,7 @@ class Trial:
     val_rmse: float
     train_seconds: float
     pruned: bool
-    curve: tuple[float, ...]  # in the JSON report: its length (rounds trained)
+    curve: tuple[float, ...]
 
 
 def load_trials(client, experiment_id: str, parent_run_id: str) -> list[Trial]:
@@ -309,6 +309,10 @@ def main() -> None:
 
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}}
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    if args.keep_store and args.replay_run:
+        parser.error("--keep-store keeps a new benchmark's store; --replay-run reads an old one")
+    if args.keep_store and args.keep_store.exists():
+        parser.error(f"--keep-store {args.keep_store}: already exists; name a new folder")
     if args.replay_run:
         client = MlflowClient(args.replay_store)
         run = client.get_run(args.replay_run)
@@ -318,7 +322,7 @@ def main() -> None:
         report["replay"] = replay_grid(trials, rounds, patience)
     else:
         if args.keep_store:
-            args.keep_store.mkdir(parents=True)  # a new folder: never mix two benchmarks' runs
+            args.keep_store.mkdir(parents=True)  # a new folder: two benchmarks' runs never mix
         with store_folder(args.keep_store) as tmp:
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
             client = MlflowClient(uri)
@@ -352,7 +356,8 @@ def main() -> None:
                 searches[name] = search_summary(trials_of[name], wall, cpu)
                 searches[name]["run_id"] = run_id
                 searches[name]["per_trial"] = [
-                    {**asdict(t), "curve": len(t.curve)} for t in trials_of[name]
+                    {**{k: v for k, v in asdict(t).items() if k != "curve"}, "rounds": len(t.curve)}
+                    for t in trials_of[name]
                 ]
                 print(f"{name}: {wall:.0f} s", flush=True)
             off, on = searches["prune=false"], searches["prune=true"]

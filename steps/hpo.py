@@ -103,8 +103,18 @@ from steps.spark_search import (
     unreachable_tracking,
 )
 from steps.tracking import (
+    CURVE_METRIC,
+    PRUNE_REASON_TAG,
+    PRUNED_ROUND_METRIC,
+    PRUNED_TAG,
     RESUMED_FROM_TAG,
     SOURCE_CLEAN_TAG,
+    SPARK_ATTEMPT_TAG,
+    SPARK_TASK_TAG,
+    TRIAL_ERROR_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_PARAMS_TAG,
+    TRIAL_VALS_TAG,
     get_step_run,
     log_params_missing,
     resolve_upstream,
@@ -113,16 +123,6 @@ from steps.tracking import (
     step_run,
 )
 
-TRIAL_ID_TAG = "trial_id"
-TRIAL_VALS_TAG = "trial.vals"
-TRIAL_PARAMS_TAG = "trial.params"
-TRIAL_ERROR_TAG = "trial.error"  # a FAILED trial's error (``type: message``)
-PRUNED_TAG = "pruned"
-PRUNE_REASON_TAG = "pruned.reason"
-CURVE_METRIC = "val_rmse_curve"
-PRUNED_ROUND_METRIC = "pruned_round"
-SPARK_TASK_TAG = "spark.task"  # "<stage id>.<partition id>" of the task that ran a trial
-SPARK_ATTEMPT_TAG = "spark.task.attempt"  # its attempt: Spark's retry of a task is attempt 1, 2...
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
 HEARTBEAT_TAG = "hpo.heartbeat"
 CLAIM_TAG_PREFIX = "hpo.claim."
@@ -513,7 +513,9 @@ class TrialLogger:
             self.experiment_id, tags=tags, run_name=f"trial-{trial_id:03d}"
         )
         run_id = run.info.run_id
-        self._check_no_rival(trial_id, run)
+        adopted = self._check_no_rival(trial_id, run)
+        if adopted is not None:
+            return adopted
         try:
             result = train_and_evaluate(self.model, params, train, val, settings, rungs)
             metrics = {"val_rmse": result.val_rmse, "train_seconds": result.train_seconds}
@@ -540,6 +542,9 @@ class TrialLogger:
                 self.client.set_tag(run_id, TRIAL_ERROR_TAG, error)
             self.client.set_terminated(run_id, "FAILED")
             raise
+        if self.attempt and TRIAL_ERROR_TAG in self.client.get_run(run_id).data.tags:
+            # Spark gave this attempt up for lost and a retry has taken the trial over
+            raise SearchTaken(f"trial {trial_id}: a retry of its Spark task took run {run_id} over")
         self.client.set_terminated(run_id, "FINISHED")
         return TrialRecord(
             trial_id,
@@ -552,9 +557,12 @@ class TrialLogger:
             result.pruned_round,
         )
 
-    def _check_no_rival(self, trial_id: int, run) -> None:
-        """Stop if another process started trial ``trial_id`` of this search before us; a run of
-        it by an earlier attempt of our own Spark task (a dead one) is marked FAILED instead."""
+    def _check_no_rival(self, trial_id: int, run) -> TrialRecord | None:
+        """Stop if another process started trial ``trial_id`` of this search before us.
+
+        On Spark, runs of the trial by earlier attempts of our own task are dead, not rivals:
+        one that finished (its attempt died before reporting) is adopted, its record returned
+        and our run KILLED; one left RUNNING is marked FAILED and the trial trains again."""
         same_trial = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}' "
@@ -564,6 +572,13 @@ class TrialLogger:
         mine = (run.info.start_time, run.info.run_id)
         live = [r for r in same_trial if r.info.status in ("RUNNING", "SCHEDULED", "FINISHED")]
         dead = [r for r in live if self.attempt and self.attempt.supersedes(r)]
+        done = [r for r in dead if finished_trial(r)]
+        if done:
+            log.warning(
+                "trial run %s finished before its Spark task died: adopted", done[0].info.run_id
+            )
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            return trial_record(self.client, done[0])
         for r in dead:
             log.warning(
                 "trial run %s: its Spark task was retried: marking it FAILED", r.info.run_id
@@ -583,6 +598,7 @@ class TrialLogger:
                 f"trial {trial_id} of search {self.parent_run_id} was already started by run "
                 f"{rivals[0].info.run_id}: another process is running this search; this one stops"
             )
+        return None
 
 
 def reload_trials(parent_run_id: str, experiment_id: str) -> list[TrialRecord]:
@@ -604,28 +620,38 @@ def reload_trials(parent_run_id: str, experiment_id: str) -> list[TrialRecord]:
             )
             client.set_terminated(child.info.run_id, "KILLED")
             continue
-        tags, metrics = child.data.tags, child.data.metrics
-        if status != "FINISHED" or "val_rmse" not in metrics or TRIAL_VALS_TAG not in tags:
+        if not finished_trial(child):
             continue
-        trial_id = int(tags[TRIAL_ID_TAG])
-        if trial_id in finished:
-            continue
-        best_iteration = metrics.get("best_iteration")
-        pruned_round = metrics.get(PRUNED_ROUND_METRIC)
-        finished[trial_id] = TrialRecord(
-            trial_id=trial_id,
-            vals=json.loads(tags[TRIAL_VALS_TAG]),
-            params=json.loads(tags[TRIAL_PARAMS_TAG]),
-            val_rmse=metrics["val_rmse"],
-            run_id=child.info.run_id,
-            best_iteration=None if best_iteration is None else int(best_iteration),
-            curve=_reload_curve(client, child) if CURVE_METRIC in metrics else (),
-            pruned_round=None if pruned_round is None else int(pruned_round),
-        )
+        trial_id = int(child.data.tags[TRIAL_ID_TAG])
+        if trial_id not in finished:
+            finished[trial_id] = trial_record(client, child)
     records = []
     while len(records) in finished:  # a contiguous prefix: trial k was suggested after 0..k-1
         records.append(finished[len(records)])
     return records
+
+
+def finished_trial(run) -> bool:
+    """``run`` is a trial that ran to the end and logged its result."""
+    tags, metrics = run.data.tags, run.data.metrics
+    return run.info.status == "FINISHED" and "val_rmse" in metrics and TRIAL_VALS_TAG in tags
+
+
+def trial_record(client: MlflowClient, run) -> TrialRecord:
+    """The record of a finished trial run, as the search made it (curve reloaded)."""
+    tags, metrics = run.data.tags, run.data.metrics
+    best_iteration = metrics.get("best_iteration")
+    pruned_round = metrics.get(PRUNED_ROUND_METRIC)
+    return TrialRecord(
+        trial_id=int(tags[TRIAL_ID_TAG]),
+        vals=json.loads(tags[TRIAL_VALS_TAG]),
+        params=json.loads(tags[TRIAL_PARAMS_TAG]),
+        val_rmse=metrics["val_rmse"],
+        run_id=run.info.run_id,
+        best_iteration=None if best_iteration is None else int(best_iteration),
+        curve=_reload_curve(client, run) if CURVE_METRIC in metrics else (),
+        pruned_round=None if pruned_round is None else int(pruned_round),
+    )
 
 
 def _reload_curve(client: MlflowClient, run) -> tuple[float, ...]:

@@ -44,6 +44,18 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 SOURCE_CLEAN_TAG = "source.clean"
 ENV_DIGEST_TAG = "env.digest"
+# What each trial run of an ``hpo`` search carries (written by steps/hpo.py; read by
+# train_best, the benchmarks and the tests).
+TRIAL_ID_TAG = "trial_id"
+TRIAL_VALS_TAG = "trial.vals"
+TRIAL_PARAMS_TAG = "trial.params"
+TRIAL_ERROR_TAG = "trial.error"  # a FAILED trial's error (``type: message``)
+PRUNED_TAG = "pruned"
+PRUNE_REASON_TAG = "pruned.reason"
+CURVE_METRIC = "val_rmse_curve"
+PRUNED_ROUND_METRIC = "pruned_round"
+SPARK_TASK_TAG = "spark.task"  # "<stage id>.<partition id>" of the task that ran a trial
+SPARK_ATTEMPT_TAG = "spark.task.attempt"  # its attempt: Spark's retry of a task is attempt 1, 2...
 CLEAN, DIRTY, UNKNOWN = "true", "false", "unknown"
 ENV_DEFINITION = "python_env.yaml"
 # A dependency line of python_env.yaml that installs a requirements file: "  - -r FILE".

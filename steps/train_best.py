@@ -44,12 +44,13 @@ from steps.artifacts import load_preprocessed
 from steps.autolog import estimator_record, log_estimator_record, xgboost_autolog
 from steps.cli import StepCommand, setup_logging
 from steps.errors import UserError
-from steps.hpo import TRIAL_ID_TAG, TRIAL_PARAMS_TAG
 from steps.models import Split, XGBoostSettings, rmse, train_and_evaluate
 from steps.packaging import input_example, log_predictor, log_xgboost_flavor
 from steps.predictor import INPUT_COLUMNS, Predictor
 from steps.tracking import (
     RESUMED_FROM_TAG,
+    TRIAL_ID_TAG,
+    TRIAL_PARAMS_TAG,
     finished_children,
     get_step_run,
     log_params_missing,
@@ -93,14 +94,19 @@ class TrainBestResult:
 
 
 def finished_trials(hpo_run: Run) -> list[Run]:
-    """The search's FINISHED trials, best ``val_rmse`` first (ties: earlier trial first)."""
+    """The search's FINISHED trials, best ``val_rmse`` first (ties: earlier trial first), one
+    run per trial (an attempt of a Spark task given up for lost may have finished one too)."""
     children = finished_children(hpo_run)
     trials = [
         t for t in children if "val_rmse" in t.data.metrics and TRIAL_PARAMS_TAG in t.data.tags
     ]
-    return sorted(
+    ranked = sorted(
         trials, key=lambda t: (t.data.metrics["val_rmse"], int(t.data.tags[TRIAL_ID_TAG]))
     )
+    first = {}
+    for trial in ranked:
+        first.setdefault(trial.data.tags[TRIAL_ID_TAG], trial)
+    return list(first.values())
 
 
 def resolve_hpo_run(hpo_run_id: str | None, experiment_id: str) -> Run:
