@@ -44,6 +44,7 @@ def test_parent_and_trials(shared_tracking, preprocess_run, xgb_search, tmp_path
             "val_rmse_curve",
         }
         assert "pruned" not in trial.data.tags  # 3 trials: pruning's warm-up
+        assert not {"spark.task", "spark.task.attempt"} & set(trial.data.tags)  # in process
         curve = shared_tracking.client.get_metric_history(trial.info.run_id, "val_rmse_curve")
         assert [m.step for m in curve] == list(range(1, len(curve) + 1))
         best_iteration = int(trial.data.metrics["best_iteration"])

@@ -3,8 +3,9 @@
 Fast: the refusals (cluster master with a local tracking store, bad master, parallelism,
 resume) in process, and the pure helpers. Slow: `mlflow run -e hpo` on local[2] and local[1]
 against the in-process search, a failing trial and an all-failing search in process on
-local[2], a worker killed in a trial (local[2]: no retry; local[2,2]: Spark's retry takes the
-trial over), speculation refused, and a standalone cluster on loopback (scripts/spark-cluster-up.sh, bare worker
+local[2], a worker killed in a trial (local[2]: no retry; local[2,2]: Spark's retry trains
+it again, or adopts the run its dead attempt finished), speculation refused, and a
+standalone cluster on loopback (scripts/spark-cluster-up.sh, bare worker
 environment) with tracking on a local `mlflow server`.
 """
 
@@ -370,36 +371,45 @@ def test_all_trials_failing_is_a_clear_error(shared_tracking, preprocess_run, mo
 
 
 class _KillTrial:
-    """Runs the real executor trial; for trials in ``killed``, the Python worker dies (os._exit)
-    once the trial's run exists: a worker lost in the middle of a trial. ``first_attempt_only``:
-    only in the task's first attempt, so Spark's retry of it (local[N,F]) lives."""
+    """Runs the real executor trial; for trials in ``killed``, the Python worker dies (os._exit):
+    ``when="running"`` once the trial's run exists (a worker lost in the middle of a trial),
+    ``when="finished"`` after the trial's run is FINISHED, before its result reaches the driver.
+    ``first_attempt_only``: only in the task's first attempt, so Spark's retry of it (local[N,F])
+    lives."""
 
-    def __init__(self, inner, killed, first_attempt_only=False):
+    def __init__(self, inner, killed, first_attempt_only=False, when="running"):
         self.inner, self.killed = inner, killed
-        self.first_attempt_only = first_attempt_only
+        self.first_attempt_only, self.when = first_attempt_only, when
 
     def __call__(self, trial_id, vals, params, train, val, finished):
+        import time
+
         from pyspark import TaskContext
 
         retried = TaskContext.get().attemptNumber() > 0
-        if trial_id in self.killed and not (self.first_attempt_only and retried):
-            import threading
-            import time
+        if trial_id not in self.killed or (self.first_attempt_only and retried):
+            return self.inner(trial_id, vals, params, train, val, finished)
+        if self.when == "finished":
+            self.inner(trial_id, vals, params, train, val, finished)
+            os._exit(1)
+        import threading
 
-            from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient
 
-            def die_once_started():
-                client = MlflowClient()
-                query = (
-                    f"tags.mlflow.parentRunId = '{self.inner.parent_run_id}' "
-                    f"and tags.trial_id = '{trial_id}'"
-                )
-                while not client.search_runs([self.inner.experiment_id], query):
-                    time.sleep(0.05)
-                os._exit(1)
+        def die_once_started():
+            client = MlflowClient()
+            query = (
+                f"tags.mlflow.parentRunId = '{self.inner.parent_run_id}' "
+                f"and tags.trial_id = '{trial_id}'"
+            )
+            while not client.search_runs([self.inner.experiment_id], query):
+                time.sleep(0.05)
+            os._exit(1)
 
-            threading.Thread(target=die_once_started, daemon=True).start()
-        return self.inner(trial_id, vals, params, train, val, finished)
+        threading.Thread(target=die_once_started, daemon=True).start()
+        record = self.inner(trial_id, vals, params, train, val, finished)
+        time.sleep(60)  # the kill lands in this trial, never in a later one on this worker
+        return record
 
 
 def _run_killing(tracking, preprocess_run, master, kill) -> tuple[str, list]:
@@ -443,8 +453,16 @@ def test_a_trial_whose_worker_died_is_failed_not_left_running(
     assert by_id["1"].data.tags[hpo.TRIAL_ERROR_TAG].startswith("lost")
 
 
+def _trial_1_by_attempt(tracking, parent_id) -> dict:
+    runs = [r for r in trials_of(tracking, parent_id) if r.data.tags["trial_id"] == "1"]
+    by_attempt = {r.data.tags[hpo.SPARK_ATTEMPT_TAG]: r for r in runs}
+    assert sorted(by_attempt) == ["0", "1"]
+    assert len({r.data.tags[hpo.SPARK_TASK_TAG] for r in runs}) == 1  # one task, two attempts
+    return by_attempt
+
+
 @pytest.mark.slow
-def test_spark_retrying_a_dead_trial_takes_it_over(shared_tracking, preprocess_run, monkeypatch):
+def test_spark_retrying_a_dead_trial_trains_it_again(shared_tracking, preprocess_run, monkeypatch):
     """local[2,2]: Spark retries a failed task once. The retry finds the dead attempt's RUNNING
     run of the same trial: not a rival (that would fail the retry too) but a dead attempt."""
     for t in ambient(shared_tracking, monkeypatch):
@@ -455,14 +473,34 @@ def test_spark_retrying_a_dead_trial_takes_it_over(shared_tracking, preprocess_r
             lambda inner: _KillTrial(inner, {1}, first_attempt_only=True),
         )
     assert [r.trial_id for r in records] == [0, 1, 2]
-    runs = [r for r in trials_of(shared_tracking, parent_id) if r.data.tags["trial_id"] == "1"]
-    by_attempt = {r.data.tags[hpo.SPARK_ATTEMPT_TAG]: r for r in runs}
-    assert sorted(by_attempt) == ["0", "1"]
+    by_attempt = _trial_1_by_attempt(shared_tracking, parent_id)
     dead, retry = by_attempt["0"], by_attempt["1"]
-    assert dead.data.tags[hpo.SPARK_TASK_TAG] == retry.data.tags[hpo.SPARK_TASK_TAG]
     assert (dead.info.status, retry.info.status) == ("FAILED", "FINISHED")
     assert dead.data.tags[hpo.TRIAL_ERROR_TAG].startswith("lost: Spark retried its task")
     assert retry.info.run_id == records[1].run_id
+
+
+@pytest.mark.slow
+def test_spark_retry_adopts_a_trial_its_dead_attempt_finished(
+    shared_tracking, preprocess_run, monkeypatch
+):
+    """The worker dies after the trial's run is FINISHED but before the driver has the result:
+    the retry takes that run's record instead of training the trial a second time."""
+    for t in ambient(shared_tracking, monkeypatch):
+        parent_id, records = _run_killing(
+            t,
+            preprocess_run,
+            "local[2,2]",
+            lambda inner: _KillTrial(inner, {1}, first_attempt_only=True, when="finished"),
+        )
+    assert [r.trial_id for r in records] == [0, 1, 2]
+    by_attempt = _trial_1_by_attempt(shared_tracking, parent_id)
+    done, retry = by_attempt["0"], by_attempt["1"]
+    assert (done.info.status, retry.info.status) == ("FINISHED", "KILLED")
+    assert records[1].run_id == done.info.run_id
+    assert records[1].val_rmse == done.data.metrics["val_rmse"]
+    assert records[1].params == json.loads(done.data.tags[hpo.TRIAL_PARAMS_TAG])
+    assert len(records[1].curve) > 0  # reloaded from the run: later trials' rungs need it
 
 
 @pytest.mark.slow
@@ -470,6 +508,8 @@ def test_speculative_execution_is_refused():
     """A speculative copy of a trial's task would run beside the original: refused up front."""
     from pyspark.sql import SparkSession
 
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()  # getOrCreate would hand it back, without the setting
     session = (
         SparkSession.builder.master("local[1]").config("spark.speculation", "true").getOrCreate()
     )
