@@ -440,9 +440,11 @@ class SearchLease:
 @dataclass(frozen=True)
 class TaskAttempt:
     """The Spark task attempt running a trial. Spark retries a task (same stage and partition,
-    a higher attempt) only after the earlier attempt failed, so an earlier attempt's run of the
-    same trial is a dead one, not a rival (speculative execution, which breaks this, is refused
-    in ``spark_search.start_search``)."""
+    a higher attempt) only after the earlier attempt failed or was given up for lost, so an
+    earlier attempt's run of the same trial is a dead one, not a rival. (An attempt given up
+    for lost may still be running on an executor that missed its heartbeats: ``run_trial``
+    re-reads its run before FINISHED. Speculative execution, two live attempts by design, is
+    refused in ``spark_search.start_search``.)"""
 
     task: str
     attempt: int
