@@ -246,8 +246,10 @@ def bench_sparse_settings(uri: str, preprocess_run_id: str, rounds: int) -> list
 
 @contextlib.contextmanager
 def store_folder(keep: Path | None):
-    """The folder for the benchmark's store: ``keep`` (left in place) or a temporary one."""
+    """The folder for the benchmark's store: ``keep``, a new folder left in place (two
+    benchmarks' runs never mix), or a temporary one."""
     if keep:
+        keep.mkdir(parents=True)
         yield str(keep.resolve())
         return
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
@@ -304,15 +306,15 @@ def main() -> None:
         help="a new folder to keep the store in (mlflow.db + artifacts), for later --replay-store",
     )
     args = parser.parse_args()
+    if args.keep_store and args.replay_run:
+        parser.error("--keep-store keeps a new benchmark's store; --replay-run reads an old one")
+    if args.keep_store and args.keep_store.exists():
+        parser.error(f"--keep-store {args.keep_store}: already exists; name a new folder")
 
     from mlflow.tracking import MlflowClient
 
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items()}}
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    if args.keep_store and args.replay_run:
-        parser.error("--keep-store keeps a new benchmark's store; --replay-run reads an old one")
-    if args.keep_store and args.keep_store.exists():
-        parser.error(f"--keep-store {args.keep_store}: already exists; name a new folder")
     if args.replay_run:
         client = MlflowClient(args.replay_store)
         run = client.get_run(args.replay_run)
@@ -321,8 +323,6 @@ def main() -> None:
         patience = int(run.data.params["early_stopping_rounds"])
         report["replay"] = replay_grid(trials, rounds, patience)
     else:
-        if args.keep_store:
-            args.keep_store.mkdir(parents=True)  # a new folder: two benchmarks' runs never mix
         with store_folder(args.keep_store) as tmp:
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
             client = MlflowClient(uri)
